@@ -1,0 +1,59 @@
+# paramstress: one path from data to the rendered book.
+#   make book                   environment if missing, execute the notebooks published at
+#                               `local` in place (book/), build _build/html
+#   make test                   unit tests + nbval regression of the CI-profile copies
+#   make run NB=quickstart PROFILE=gpu [OUT=dir]   one notebook at a profile (runs/<profile>/)
+#   make ci-notebooks           regenerate tests/notebooks/ (CI-profile executed copies)
+#   make html                   build the book from the executed notebooks, no execution
+#   make browser-check          open _build/html in headless Chromium and check the pages
+# Data: DATA_MIRROR=../shared/data (or $PARAMSTRESS_DATA_MIRROR) names an offline mirror.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.paramstress-installed
+PROFILE ?= local
+NB     ?= all
+OUT    ?=
+
+ifdef DATA_MIRROR
+export PARAMSTRESS_DATA_MIRROR := $(abspath $(DATA_MIRROR))
+endif
+
+.PHONY: env book execute html test unit nbval run ci-notebooks browser-check benchmarks clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -c "import paramstress, torchvision; print('environment ready: torch', __import__('torch').__version__, '/ torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+book: execute html
+
+execute: env
+	$(BIN)/python -m paramstress.runner all --profile $(PROFILE) --published-only
+
+html: env
+	$(BIN)/jupyter-book build . -W --builder html
+
+run: env
+	$(BIN)/python -m paramstress.runner $(NB) --profile $(PROFILE) $(if $(OUT),--out $(OUT))
+
+ci-notebooks: env
+	$(BIN)/python -m paramstress.runner all --ci-copies
+
+test: env
+	$(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+browser-check: env
+	$(BIN)/python tests/browser_check.py _build/html
+
+benchmarks: env
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf _build runs .pytest_cache

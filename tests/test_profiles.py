@@ -1,0 +1,50 @@
+"""Profiles live in one place (params/) and agree with the notebooks' parameters cells."""
+import json
+
+import pytest
+
+from paramstress import profiles
+
+BOOK = profiles.repo_root() / "book"
+
+
+def _parameters_cell(nb_path):
+    nb = json.loads(nb_path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{nb_path} needs exactly one cell tagged 'parameters'"
+    namespace: dict = {}
+    exec("".join(cells[0]["source"]), {}, namespace)
+    return namespace
+
+
+def test_every_book_notebook_has_profiles_and_vice_versa():
+    notebooks = sorted(p.stem for p in BOOK.glob("*.ipynb"))
+    assert notebooks, "the book has no notebooks"
+    assert notebooks == profiles.notebooks()
+
+
+@pytest.mark.parametrize("notebook", profiles.notebooks())
+def test_parameters_cell_defaults_are_the_local_profile(notebook):
+    cell = _parameters_cell(BOOK / f"{notebook}.ipynb")
+    assert cell == profiles.parameters(notebook, "local")
+
+
+@pytest.mark.parametrize("notebook", profiles.notebooks())
+def test_all_four_profiles_defined(notebook):
+    for p in profiles.PROFILES:
+        assert profiles.parameters(notebook, p)["profile"] == p
+    assert profiles.published(notebook) in profiles.PROFILES
+
+
+def test_bad_names_say_what_exists():
+    with pytest.raises(profiles.ProfileError, match="known: .*quickstart"):
+        profiles.parameters("nope")
+    with pytest.raises(profiles.ProfileError, match="choose one of ci, local, gpu, paper"):
+        profiles.parameters("quickstart", "laptop")
+    with pytest.raises(profiles.ProfileError, match="unknown parameter"):
+        profiles.parameters("quickstart", "ci", epohcs=3)
+
+
+def test_differences_name_the_modified_keys():
+    actual = profiles.parameters("quickstart", "local", epochs=7)
+    assert profiles.differences("quickstart", "local", actual) == {"epochs": (2, 7)}

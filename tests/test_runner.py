@@ -1,0 +1,53 @@
+"""The runner checks everything before a kernel starts and never overwrites published notebooks."""
+import subprocess
+import sys
+
+import pytest
+
+from paramstress import profiles, runner
+
+REPO = profiles.repo_root()
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "paramstress.runner", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_other_profile_never_targets_book():
+    published = profiles.published("quickstart")
+    other = next(p for p in profiles.PROFILES if p != published)
+    assert runner.target_path("quickstart", other, None, False) == REPO / "runs" / other / "quickstart.ipynb"
+    assert runner.target_path("quickstart", published, None, False) == REPO / "book" / "quickstart.ipynb"
+    with pytest.raises(runner.RunError, match="may not overwrite"):
+        runner.target_path("quickstart", other, str(REPO / "book"), False)
+    assert runner.target_path("quickstart", "ci", None, True) == REPO / "tests" / "notebooks" / "quickstart.ipynb"
+
+
+def test_parameter_values_parse_like_papermill():
+    assert runner._literal("3") == 3 and runner._literal("None") is None
+    assert runner._literal("0.5") == 0.5 and runner._literal("mnist") == "mnist"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuch"], "unknown notebook 'nosuch'"),
+    (["quickstart", "--profile", "huge"], "unknown profile 'huge'"),
+    (["quickstart", "-p", "epoch", "3"], "unknown parameter"),
+    (["quickstart", "-p", "dataset", "mnistt"], "unknown dataset 'mnistt'"),
+])
+def test_bad_input_fails_fast_with_the_fix(args, message):
+    out = run_cli(*args, "--out", "/tmp/paramstress-never-written")
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_data_fails_before_any_kernel(tmp_path):
+    import os
+
+    env = dict(os.environ, PARAMSTRESS_DATA=str(tmp_path / "root"), PARAMSTRESS_OFFLINE="1")
+    env.pop("PARAMSTRESS_DATA_MIRROR", None)
+    out = run_cli("quickstart", "--profile", "ci", "--out", str(tmp_path / "out"), env=env)
+    assert out.returncode == 2
+    assert "PARAMSTRESS_DATA_MIRROR" in out.stderr and "train-images-idx3-ubyte" in out.stderr
+    assert not (tmp_path / "out").exists()
