@@ -1,0 +1,456 @@
+"""The sweep engine: evaluate a model under a grid of in-place perturbations.
+
+Every stress in the project is a grid of *points* (dicts such as
+``{"method": "gradient", "p": inf, "n": 100, "eps": 1e-3, "trial": 0}``), a way to
+perturb the model in place for one point and undo it (a context manager), and an
+evaluation. :func:`sweep` runs the grid, one tidy row per point, and can append the
+rows to a CSV as it goes so that an interrupted run resumes where it stopped.
+:func:`corruption_sweep` is the parameter-corruption instance (Sun et al. 2021,
+Table 1 / Fig. 3 / Fig. 4): one precomputed gradient ``g`` for the whole grid
+(Algorithm 2, step 1, done once), gradient-based (Eq. 10) and random (Eq. 5)
+corruptions applied with :func:`paramstress.corruption.corrupted`, which restores the
+weights bit-identically after each point.
+
+Choices stated here (and to be stated wherever results are shown):
+
+- :func:`evaluate` runs the model in eval mode under ``torch.inference_mode``; an
+  example whose logits are not all finite (a corruption can overflow the network)
+  counts as misclassified, and the fraction of such examples is reported as
+  ``nonfinite``; the loss is then non-finite too and is reported as it is.
+- Gradient-based corruption is deterministic, so each (eps, n) has one gradient row
+  (``trial = 0``); random corruption has ``trials`` rows, each drawn from its own
+  seed :func:`derive_seed` ``(seed, eps, n, trial)`` on the CPU, so a row is
+  reproducible on any device and independently of the rest of the grid.
+- ``indicator`` is the first-order loss change ``aᵀg``: ``ε‖top_n(g)‖_{p*}`` for
+  gradient rows (Eq. 11), the realised ``aᵀg`` for random rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import corruption as C
+
+__all__ = [
+    "METRICS",
+    "iter_batches",
+    "evaluate",
+    "sweep",
+    "derive_seed",
+    "corruption_grid",
+    "corruption_sweep",
+    "CORRUPTION_METHODS",
+]
+
+Point = Mapping[str, Any]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+#: Metrics :func:`evaluate` computes: accuracy (%), mean cross-entropy, and the
+#: percentage of examples whose logits were not all finite.
+METRICS: tuple[str, ...] = ("accuracy", "loss", "nonfinite")
+CORRUPTION_METHODS: tuple[str, ...] = ("random", "gradient")
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+
+def iter_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive ``(x[i:i+b], y[i:i+b])`` slices (views; no copies, no DataLoader).
+    Sizes are checked at once, not at the first ``next()``."""
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return ((x[start:start + batch_size], y[start:start + batch_size]) for start in range(0, len(y), batch_size))
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(mod, mod.training) for mod in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for mod, training in modes:
+            mod.train(training)
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    transform: Transform | None = None,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float]:
+    """Classification metrics of ``model`` on ``(x, y)``, already on the model's device.
+
+    Batches are slices of ``x``; ``transform`` (e.g. ``ImageData.normalize`` for
+    ``uint8`` images) is applied to each batch. Runs in eval mode (each module's flag
+    is restored) under ``torch.inference_mode``. Returns the requested ``metrics``
+    among :data:`METRICS`: ``accuracy`` (% correct; examples with non-finite logits
+    count as wrong), ``loss`` (mean cross-entropy, accumulated in float64) and
+    ``nonfinite`` (% of examples whose logits were not all finite).
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    batches = iter_batches(x, y, batch_size)  # validates sizes before any forward pass
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    bad = torch.zeros((), dtype=torch.int64, device=y.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    with _eval_mode(model), torch.inference_mode():
+        for xb, yb in batches:
+            logits = model(transform(xb) if transform is not None else xb)
+            if logits.ndim != 2 or logits.shape[0] != yb.shape[0]:
+                raise ValueError(f"the model must return (batch, classes) logits, got shape {tuple(logits.shape)}")
+            finite = torch.isfinite(logits).all(dim=1)
+            correct += ((logits.argmax(dim=1) == yb) & finite).sum()
+            bad += (~finite).sum()
+            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").to(torch.float64)
+    total = len(y)
+    values = {
+        "accuracy": 100.0 * int(correct) / total,
+        "loss": float(loss_sum) / total,
+        "nonfinite": 100.0 * int(bad) / total,
+    }
+    return {m: values[m] for m in metrics}
+
+
+# --------------------------------------------------------------------------------------
+# The generic sweep, with a resumable CSV
+# --------------------------------------------------------------------------------------
+
+def _canon(value: Any) -> Any:
+    """A value as a key for matching points with CSV rows (which are read as text)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "nan" if math.isnan(f) else f
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a last line that an interrupted write left without its newline."""
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.exists() or path.stat().st_size == 0:
+        return [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _render(header: Sequence[str], rows: Sequence[Mapping[str, Any]], with_header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(header), restval="", lineterminator="\n")
+    if with_header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _plain(val) for key, val in row.items()})
+    return buf.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()  # numpy scalars
+    return value
+
+
+def _append_row(path: Path, row: Mapping[str, Any]) -> None:
+    """Append one complete line (one write, flushed and fsynced). A row with columns
+    the header lacks rewrites the file with the wider header (atomically, via
+    ``os.replace``)."""
+    header, existing = _read_rows(path)
+    if not header:
+        text = _render(list(row), [row], with_header=True)
+        mode = "w"
+    elif set(row) <= set(header):
+        text = _render(header, [row], with_header=False)
+        mode = "a"
+    else:
+        header = header + [key for key in row if key not in header]
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            fh.write(_render(header, existing, with_header=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        text = _render(header, [row], with_header=False)
+        mode = "a"
+    with open(path, mode, newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def sweep(
+    points: Sequence[Point],
+    apply: Callable[[Point], contextlib.AbstractContextManager[Mapping[str, Any] | None]],
+    evaluate: Callable[[Point], Mapping[str, Any]],
+    csv_path: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = True,
+    keys: Sequence[str] | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> pd.DataFrame:
+    """Run ``evaluate`` at every grid point under the perturbation ``apply(point)``.
+
+    For each point: ``with apply(point) as extra: metrics = evaluate(point)``. The
+    context manager perturbs the model in place and must restore it on exit; if it
+    yields a mapping, its entries (e.g. the first-order change of that draw) join the
+    row. A row is ``{**point, **extra, **metrics}`` (overlapping names are an error).
+
+    ``csv_path``: each finished row is appended to this CSV at once (one flushed line).
+    With ``resume=True`` rows already there — matched on ``keys``, by default every
+    key of the points — are not recomputed, and a torn last line from an interrupted
+    write is dropped; ``resume=False`` starts the file afresh. Returns a DataFrame with
+    one row per point, in the order of ``points`` (read back from the CSV when given,
+    so a resumed run returns the same frame as an uninterrupted one).
+    """
+    pts = [dict(pt) for pt in points]
+    if keys is None:
+        keys = list(dict.fromkeys(key for pt in pts for key in pt))
+    keys = list(keys)
+    for i, pt in enumerate(pts):
+        missing = [key for key in keys if key not in pt]
+        if missing:
+            raise ValueError(f"point {i} {pt} lacks keys {missing}; every point needs all of {keys}")
+    canon = [tuple(_canon(pt[key]) for key in keys) for pt in pts]
+    if len(set(canon)) != len(canon):
+        dup = next(pt for pt, c in zip(pts, canon) if canon.count(c) > 1)
+        raise ValueError(f"duplicate grid point {dup}: points must differ in their keys {keys}")
+
+    path = Path(csv_path) if csv_path is not None else None
+    done: set[tuple[Any, ...]] = set()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and path.exists():
+            _repair_tail(path)
+            header, rows = _read_rows(path)
+            if all(key in header for key in keys):
+                done = {tuple(_canon(row[key]) for key in keys) for row in rows}
+        elif path.exists():
+            path.unlink()
+
+    pending = [(pt, c) for pt, c in zip(pts, canon) if c not in done]
+    iterator: Any = pending
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(pending, desc=desc, total=len(pending))
+    records: list[dict[str, Any]] = []
+    for pt, _ in iterator:
+        with apply(pt) as extra:
+            metrics = dict(evaluate(pt))
+        extra = dict(extra or {})
+        row: dict[str, Any] = dict(pt)
+        for part in (extra, metrics):
+            clash = [key for key in part if key in row]
+            if clash:
+                raise ValueError(f"row fields {clash} are produced twice (point / apply / evaluate)")
+            row.update(part)
+        if path is not None:
+            _append_row(path, row)
+        records.append(row)
+
+    if path is None:
+        return pd.DataFrame.from_records(records)
+    if not path.exists():
+        return pd.DataFrame(columns=keys)
+    table = pd.read_csv(path)  # pandas >= 3 parses floats round-trip by default
+    with open(path, newline="") as fh:
+        text_rows = list(csv.DictReader(fh))
+    position = {c: i for i, c in enumerate(canon)}
+    order = [(position.get(tuple(_canon(r[key]) for key in keys)), j) for j, r in enumerate(text_rows)]
+    picked = sorted((pos, j) for pos, j in order if pos is not None)
+    # If a point was written twice (e.g. two runs on one file), keep its latest row.
+    latest: dict[int, int] = {}
+    for pos, j in picked:
+        latest[pos] = j
+    return table.iloc[[latest[pos] for pos in sorted(latest)]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------
+# Parameter corruption (Sun et al. 2021)
+# --------------------------------------------------------------------------------------
+
+def derive_seed(seed: int, eps: float, n: int, trial: int) -> int:
+    """The seed of one random-corruption draw: SHA-256 of ``(seed, eps, n, trial)``,
+    48 bits (exact in a float64 CSV column)."""
+    text = f"{int(seed)}|{float(eps)!r}|{int(n)}|{int(trial)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "big")
+
+
+def corruption_grid(
+    eps_values: Sequence[float],
+    n_values: Sequence[int | None],
+    methods: Sequence[str] = CORRUPTION_METHODS,
+    trials: int = 5,
+    p: float = math.inf,
+    *,
+    k: int | None = None,
+) -> list[dict[str, Any]]:
+    """Grid points ``{method, p, n, eps, trial}``: for each method, ``n`` and ``eps``,
+    ``trials`` random rows (trial 0…trials−1) or one gradient row (trial 0; it is
+    deterministic). ``n = None`` means ``n = k`` (needs ``k``). Validates everything
+    first."""
+    methods = list(methods)
+    bad = [m for m in methods if m not in CORRUPTION_METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown corruption methods {bad}; choose from {list(CORRUPTION_METHODS)}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    p = C._check_p(p)
+    eps_list = [C._check_eps(e) for e in eps_values]
+    if not eps_list:
+        raise ValueError("eps_values is empty")
+    if k is not None:
+        k = C._check_k(k)
+    n_list: list[int] = []
+    for n in n_values:
+        if n is None:
+            if k is None:
+                raise ValueError("n = None means n = k: pass k")
+            n = k
+        n_list.append(C._check_n(n, k if k is not None else n))
+    if not n_list:
+        raise ValueError("n_values is empty")
+    points = []
+    for method in methods:
+        for n in n_list:
+            for eps in eps_list:
+                for trial in range(trials if method == "random" else 1):
+                    points.append({"method": method, "p": p, "n": n, "eps": eps, "trial": trial})
+    return points
+
+
+_COLUMNS = ["method", "p", "n", "eps", "trial", "k", "seed", "accuracy", "loss", "delta_loss",
+            "indicator", "nonfinite", "base_accuracy", "base_loss", "delta_accuracy"]
+
+
+def corruption_sweep(
+    model: nn.Module,
+    params: C.ParamsLike,
+    grad_vec: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps_values: Sequence[float],
+    n_values: Sequence[int | None],
+    p: float = math.inf,
+    methods: Sequence[str] = CORRUPTION_METHODS,
+    trials: int = 5,
+    seed: int = 0,
+    batch_size: int = 1024,
+    transform: Transform | None = None,
+    csv_path: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Table 1 / Fig. 3 of Sun et al.: accuracy and loss of ``model`` on ``(x, y)``
+    under gradient-based (Eq. 10) and random (Eq. 5) corruption of the subspace
+    ``params``, over the grid :func:`corruption_grid` ``(eps_values, n_values,
+    methods, trials, p)`` (``n = None``: ``n = k``).
+
+    ``grad_vec`` is ``g`` from :func:`~paramstress.corruption.subspace_gradient`,
+    computed once and used for every gradient row and every random row's ``aᵀg``.
+    Random draws are seeded by :func:`derive_seed` ``(seed, eps, n, trial)``. One row
+    per point: method, p, n, eps, trial, k, seed (random rows), accuracy, loss,
+    delta_loss (= loss − unperturbed loss), indicator (``ε‖top_n(g)‖_{p*}`` for
+    gradient rows, ``aᵀg`` for random rows), nonfinite, base_accuracy, base_loss,
+    delta_accuracy. Weights are bit-identical afterwards. Arguments are validated
+    before any forward pass. CSV and resume as in :func:`sweep`.
+    """
+    named = C.as_named_parameters(params)
+    k = sum(prm.numel() for _, prm in named)
+    g = C._check_vector(grad_vec, "grad_vec")
+    if g.numel() != k:
+        raise ValueError(f"grad_vec has {g.numel()} entries but the subspace has k = {k}; "
+                         "compute it with subspace_gradient on the same parameter selection")
+    points = corruption_grid(eps_values, n_values, methods, trials, p, k=k)
+    p = C._check_p(p)
+    if "gradient" in methods and not bool((g != 0).any()):
+        raise C.ZeroDirectionError("grad_vec is zero: gradient-based corruption has no direction; "
+                                   "check the subspace and the data the gradient was computed on")
+    if len(x) != len(y) or len(y) == 0:
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    device = named[0][1].device
+    g64 = g.detach().to(device=device, dtype=torch.float64)
+    base = evaluate(model, x, y, batch_size=batch_size, transform=transform)
+    unit_cache: dict[int, tuple[torch.Tensor, float]] = {}
+
+    def gradient_unit(n: int) -> tuple[torch.Tensor, float]:
+        """Eq. 10 with ε = 1 and ‖top_n(g)‖_{p*} (Eq. 11 / ε), once per n."""
+        if n not in unit_cache:
+            unit_cache.clear()  # keep one k-vector at a time (points are grouped by n)
+            unit_cache[n] = (C._unit_corruption(g64, p, n), C.indicator(g64, 1.0, p, n))
+        return unit_cache[n]
+
+    @contextlib.contextmanager
+    def apply(point: Point) -> Iterator[dict[str, Any]]:
+        eps, n, trial = float(point["eps"]), int(point["n"]), int(point["trial"])
+        if point["method"] == "gradient":
+            unit, dual_norm = gradient_unit(n)
+            delta = unit * eps
+            row_seed = None
+            first_order = eps * dual_norm
+        else:
+            row_seed = derive_seed(seed, eps, n, trial)
+            gen = torch.Generator().manual_seed(row_seed)
+            delta = C.random_corruption(k, eps, p, n, gen, dtype=torch.float64).to(device)
+            first_order = float(torch.dot(delta, g64))
+        with C.corrupted(named, delta):
+            yield {"k": k, "seed": row_seed, "indicator": first_order}
+
+    def measure(point: Point) -> dict[str, float]:
+        m = evaluate(model, x, y, batch_size=batch_size, transform=transform)
+        return {
+            **m,
+            "base_accuracy": base["accuracy"],
+            "base_loss": base["loss"],
+            "delta_loss": m["loss"] - base["loss"],
+            "delta_accuracy": m["accuracy"] - base["accuracy"],
+        }
+
+    table = sweep(points, apply, measure, csv_path, resume=resume,
+                  keys=["method", "p", "n", "eps", "trial"], progress=progress, desc="corruption")
+    if table.empty:
+        return table
+    ordered = [c for c in _COLUMNS if c in table.columns]
+    return table[ordered + [c for c in table.columns if c not in ordered]]
