@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the notebooks published at --profile (in place in book/); keep the others' committed runs")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     args = ap.parse_args(argv)
+    import logging
+
+    # papermill logs "Executing Cell N" and the cells' output at INFO: that is the progress output
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         names = profiles.notebooks() if args.notebooks == ["all"] else args.notebooks
         overrides = {k: _literal(v) for k, v in args.parameter}

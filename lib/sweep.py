@@ -271,7 +271,7 @@ def sweep(
     pending = [(pt, c) for pt, c in zip(pts, canon) if c not in done]
     iterator: Any = pending
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         iterator = tqdm(pending, desc=desc, total=len(pending))
     records: list[dict[str, Any]] = []

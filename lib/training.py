@@ -66,7 +66,7 @@ from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
 
 from . import models
 from .data import ImageData
@@ -714,6 +714,8 @@ def train(
                 objective.load_state_dict(state["objective"])
 
         data = data.to(device)
+        from tqdm import tqdm  # plain text bars: readable in papermill logs and notebooks
+
         bar = tqdm(
             total=total_steps,
             initial=start_epoch * steps_per_epoch,
