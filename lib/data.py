@@ -33,6 +33,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .storage import atomic_save
+
 
 class DataError(RuntimeError):
     """Base class: the message always names the fix."""
@@ -184,18 +186,6 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
 def combined_checksum(files: dict[str, str]) -> str:
     """One MD5 over ``name:md5`` lines, sorted by name (what provenance shows)."""
     return md5_bytes("\n".join(f"{k}:{files[k]}" for k in sorted(files)).encode())
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------
@@ -370,7 +360,7 @@ def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> Ima
         tx, ty, vx, vy = torch.load(cache, weights_only=True)
     else:
         tx, ty, vx, vy = decode_image_folder_archive(archive)
-        _atomic_torch_save((tx, ty, vx, vy), cache)
+        atomic_save((tx, ty, vx, vy), cache)
     if len(ty) != 50000 or len(vy) != 10000:
         raise ValueError(f"cifar10-jpeg: expected 50,000/10,000 images, found {len(ty)}/{len(vy)}")
     return _finish(spec, tx, ty, vx, vy, CIFAR10_CLASSES, {CIFAR10_JPEG_ARCHIVE: digest})

@@ -52,13 +52,11 @@ Randomness should come from ``torch``'s global generator, which the loop seeds f
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
@@ -70,6 +68,7 @@ from torch import nn
 
 from . import models
 from .data import ImageData
+from .storage import atomic_save
 
 __all__ = [
     "CHECKPOINT_DIR_ENV",
@@ -514,30 +513,6 @@ def evaluate_accuracy(
     finally:
         model.train(was_training)
     return correct.item() / len(y)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place.
-
-    Readers see either the old file or the complete new one, never a partial
-    write; on any exception the temporary file is removed and ``path`` is left as
-    it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

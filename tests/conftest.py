@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,3 +31,16 @@ def empty_root(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("PARAMSTRESS_OFFLINE", "1")
     monkeypatch.delenv("PARAMSTRESS_DATA_MIRROR", raising=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Run a module's tiny workloads on one intra-op thread (restored afterwards).
+
+    With tensors this small, torch's thread pool costs more than it gives, and when
+    other jobs share the CPU its spinning threads oversubscribe the cores (15× slower).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

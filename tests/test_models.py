@@ -14,17 +14,7 @@ from paramstress import models
 CIFAR_RESNETS = ["resnet18_cifar", "resnet34_cifar"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Run this module's tiny workloads on one intra-op thread (restored afterwards).
-
-    With tensors this small, torch's thread pool costs more than it gives, and when
-    other jobs share the CPU its spinning threads oversubscribe the cores (15× slower).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.mark.parametrize("name", ["small_cnn", *CIFAR_RESNETS])

@@ -20,17 +20,7 @@ SIZE = 12
 CLASSES = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Run this module's tiny workloads on one intra-op thread (restored afterwards).
-
-    With tensors this small, torch's thread pool costs more than it gives, and when
-    other jobs share the CPU its spinning threads oversubscribe the cores (15× slower).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def make_data(n_train: int = 256, n_test: int = 128, seed: int = 0, checksum: str = "") -> ImageData:
