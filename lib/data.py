@@ -491,6 +491,19 @@ def get_spec(name: str) -> Spec:
     return SPECS[name]
 
 
+def verify(name: str) -> str:
+    """Locate ``name`` and check every file's MD5 without decoding it; returns the source.
+
+    The runner calls this before a kernel starts, so a corrupted file stops a run at once.
+    """
+    spec = get_spec(name)
+    kind, folder = locate(name)
+    for rel in spec.files:
+        path = _find_idx(folder, rel)
+        _checked(spec, rel, _read_maybe_gz(path), path)
+    return f"{kind}: {folder}"
+
+
 def load(name: str, device: torch.device | str | None = None) -> ImageData:
     """Load a named dataset as tensors (checksums verified), optionally moved to ``device``."""
     spec = get_spec(name)

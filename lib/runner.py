@@ -82,7 +82,7 @@ def preflight(notebook: str, params: dict[str, Any]) -> None:
         from . import data
 
         for name in names:
-            data.locate(name)  # raises UnknownDataset / DataNotFound with the fix
+            data.verify(name)  # raises UnknownDataset / DataNotFound / ChecksumMismatch with the fix
 
 
 def execute(notebook: str, profile: str, overrides: dict[str, Any], target: Path) -> float:

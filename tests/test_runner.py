@@ -51,3 +51,21 @@ def test_missing_data_fails_before_any_kernel(tmp_path):
     assert out.returncode == 2
     assert "PARAMSTRESS_DATA_MIRROR" in out.stderr and "train-images-idx3-ubyte" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_corrupted_data_fails_before_any_kernel(tmp_path, mirror):
+    import gzip
+    import os
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(mirror / "MNIST" / "raw", root / "MNIST" / "raw")
+    labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    env = dict(os.environ, PARAMSTRESS_DATA=str(root), PARAMSTRESS_OFFLINE="1")
+    out = run_cli("quickstart", "--profile", "ci", "--out", str(tmp_path / "out"), env=env)
+    assert out.returncode == 2
+    assert "MD5" in out.stderr and "delete it and load again" in out.stderr
+    assert not (tmp_path / "out").exists()
