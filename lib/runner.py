@@ -109,6 +109,7 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any], target: Path
         raise RunError(f"{notebook} at profile {profile!r} failed: {getattr(err, 'ename', type(err).__name__)}: "
                        f"{evalue}\n(partial notebook: {failed})") from err
     else:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an executed notebook is an ordinary file
         os.replace(tmp, target)
     finally:
         if env_before is None:
