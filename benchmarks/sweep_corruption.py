@@ -53,17 +53,19 @@ within one test example (differences are printed), and the model's weights and
 buffers must be bit-identical after the fast sweep. The script exits with status 1
 otherwise.
 
-Each Table 1 row is run by every path in turn, in the order fast, fast-256, naive
-for the first row and the reverse for the second, so that a drift of the machine's
-load during the run is charged to all paths alike; ``--threads`` fixes
-``torch.set_num_threads``.
+Every path runs every Table 1 row ``--repeats`` times (3 by default), the paths
+taking turns in an order rotated from one row to the next; a path's time is the sum
+over the two rows of its fastest repeat (the sum of medians is printed too). Other
+processes on a shared machine come in bursts: this way they hit every path alike,
+and the best times least. ``--threads`` fixes ``torch.set_num_threads``.
 
-Printed: points evaluated, wall and CPU seconds of each path, points per second,
-the ratios naive/fast, and the largest peak resident memory a path added over the
-start of one of its blocks (sampled from ``/proc/self/statm`` after returning freed
-memory to the OS with glibc's ``malloc_trim``; "n/a" where ``/proc`` does not
-exist). On a shared machine, times move with the load of other processes (the
-1-minute load average is printed); compare the paths only within one run.
+Printed: points evaluated, best wall seconds of each path (with the CPU seconds of
+those same blocks), points per second, the median, the ratios naive/fast, and the
+largest peak resident memory a path added over the start of one of its blocks
+(sampled from ``/proc/self/statm`` after returning freed memory to the OS with
+glibc's ``malloc_trim``; "n/a" where ``/proc`` does not exist). On a shared
+machine, times move with the load of other processes (the 1-minute load average is
+printed); compare the paths only within one run.
 """
 from __future__ import annotations
 
@@ -71,9 +73,11 @@ import argparse
 import contextlib
 import copy
 import ctypes
+import dataclasses
 import functools
 import math
 import os
+import statistics
 import sys
 import threading
 import time
@@ -119,39 +123,41 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-class Measured:
-    """Wall seconds and CPU seconds (all threads), summed over blocks, and the largest
-    peak RSS any block added over its own start."""
+@dataclasses.dataclass
+class Block:
+    """One timed block: wall and CPU seconds (all threads of this process), and the peak
+    RSS added over its start (None where ``/proc/self/statm`` does not exist)."""
 
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-        self.peak_added: int | None = None
+    wall: float = 0.0
+    cpu: float = 0.0
+    peak_added: int | None = None
 
-    @contextlib.contextmanager
-    def block(self, interval: float = 0.005) -> Iterator["Measured"]:
-        _release_free_memory()
-        start_rss = _rss_bytes()
-        peak = [start_rss or 0]
-        stop = threading.Event()
 
-        def poll() -> None:
-            while not stop.wait(interval):
-                peak[0] = max(peak[0], _rss_bytes() or 0)
+@contextlib.contextmanager
+def measured(interval: float = 0.005) -> Iterator[Block]:
+    _release_free_memory()
+    block = Block()
+    start_rss = _rss_bytes()
+    peak = [start_rss or 0]
+    stop = threading.Event()
 
-        sampler = threading.Thread(target=poll, daemon=True) if start_rss is not None else None
+    def poll() -> None:
+        while not stop.wait(interval):
+            peak[0] = max(peak[0], _rss_bytes() or 0)
+
+    sampler = threading.Thread(target=poll, daemon=True) if start_rss is not None else None
+    if sampler is not None:
+        sampler.start()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        yield block
+    finally:
+        block.wall = time.perf_counter() - wall0
+        block.cpu = time.process_time() - cpu0
+        stop.set()
         if sampler is not None:
-            sampler.start()
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        try:
-            yield self
-        finally:
-            self.wall += time.perf_counter() - wall0
-            self.cpu += time.process_time() - cpu0
-            stop.set()
-            if sampler is not None:
-                sampler.join()
-                added = max(peak[0], _rss_bytes() or 0) - start_rss
-                self.peak_added = max(self.peak_added or 0, added)
+            sampler.join()
+            block.peak_added = max(peak[0], _rss_bytes() or 0) - start_rss
 
 
 def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -306,8 +312,11 @@ def main(argv: list[str] | None = None) -> int:
                          "path's, to separate the batch size from the rest; 0: skip)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads for the whole run (default: torch's own choice)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="times each path runs the grid; the fastest of each row counts (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    repeats = max(1, args.repeats)
     if args.threads:
         torch.set_num_threads(args.threads)
     images = args.images or (1000 if args.quick else 10000)
@@ -344,12 +353,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{'seeded only' if steps == 0 else f'{steps} Adam steps ({train_s:.1f} s, untimed)'}")
     print(f"gradient over the {total:,} test images: {grad_s:.2f} s (once, shared, untimed)")
     load_avg = f"; 1-min load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs{load_avg}",
+    print(f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}{load_avg}",
           flush=True)
 
-    # Each Table 1 row is run by every path, in the order A B C for the first row and
-    # C B A for the second, so that a drift in the machine's load over the run is
-    # charged to all paths alike.
+    # Every path runs every Table 1 row, `repeats` times; the order of the paths is
+    # rotated from one block of rows to the next, and each path's time is the sum over
+    # rows of its fastest repeat (the median is shown too): bursts of load from other
+    # processes then hit all paths alike, and hit the best time least.
     snapshot = state_snapshot(model)
     names = [f"fast (batch {bs})" for bs in batch_sizes] + [f"naive (batch {NAIVE_BATCH})"]
     tasks: dict[str, Callable[[int | None, tuple[float, ...]], pd.DataFrame]] = {
@@ -358,40 +368,69 @@ def main(argv: list[str] | None = None) -> int:
         for name, bs in zip(names, batch_sizes)
     }
     tasks[names[-1]] = functools.partial(naive_row, model, grad, loader, trials=trials, seed=args.seed)
-    measured = {name: Measured() for name in names}
+    blocks: dict[str, list[list[Block]]] = {name: [[] for _ in TABLE1_ROWS] for name in names}
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
     changed: dict[str, set[str]] = {name: set() for name in names}
-    for i, (n_row, eps_values) in enumerate(TABLE1_ROWS):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            with measured[name].block():
-                tables[name].append(tasks[name](n_row, eps_values))
-            changed[name].update(bit_identical(model, snapshot))
+    unstable: set[str] = set()
+    turn = 0
+    for rep in range(repeats):
+        for i, (n_row, eps_values) in enumerate(TABLE1_ROWS):
+            for name in names[turn % len(names):] + names[:turn % len(names)]:
+                with measured() as block:
+                    table = tasks[name](n_row, eps_values)
+                blocks[name][i].append(block)
+                print(f"  repeat {rep + 1}/{repeats}, n = {'k' if n_row is None else n_row}: "
+                      f"{name} {block.wall:.1f} s", file=sys.stderr, flush=True)
+                changed[name].update(bit_identical(model, snapshot))
+                if rep == 0:
+                    tables[name].append(table)
+                else:
+                    acc = "accuracy" if "accuracy" in table else "correct_naive"
+                    if not table[acc].equals(tables[name][i][acc]):
+                        unstable.add(name)
+            turn += 1
     results = {name: pd.concat(tables[name], ignore_index=True) for name in names}
-    runs = [(name, measured[name], results[name], sorted(changed[name])) for name in names[:-1]]
     naive = results[names[-1]]
-    naive_run = (names[-1], measured[names[-1]], naive, sorted(changed[names[-1]]))
 
-    fast = runs[0][2]
+    def best(name: str) -> tuple[float, float]:
+        fastest = [min(row, key=lambda b: b.wall) for row in blocks[name]]
+        return sum(b.wall for b in fastest), sum(b.cpu for b in fastest)
+
+    def median_wall(name: str) -> float:
+        return sum(statistics.median(b.wall for b in row) for row in blocks[name])
+
+    def peak(name: str) -> int | None:
+        values = [b.peak_added for row in blocks[name] for b in row if b.peak_added is not None]
+        return max(values) if values else None
+
+    fast = results[names[0]]
     points = len(fast)
     print("\nTable 1 grid (L∞), accuracy % on the test images (fast path):")
     print(table1(fast, k).to_string(index=False, float_format=lambda v: f"{v:g}"))
     if fast["nonfinite"].gt(0).any():
         print(f"points with non-finite logits (counted wrong): {int(fast['nonfinite'].gt(0).sum())}")
 
-    print(f"\npoints evaluated: {points} per path (+{len(TABLE1_ROWS)} unperturbed baselines = "
-          f"{points + len(TABLE1_ROWS)} evaluations of {total:,} images)")
-    width = max(len(name) for name, *_ in runs + [naive_run])
+    print(f"\npoints evaluated: {points} per path and repeat (+{len(TABLE1_ROWS)} unperturbed baselines = "
+          f"{points + len(TABLE1_ROWS)} evaluations of {total:,} images), {repeats} repeat(s)")
     if hasattr(os, "getloadavg"):
         print(f"1-min load average of the machine at the end: {os.getloadavg()[0]:.2f} "
-              f"({os.cpu_count()} CPUs; other processes slow both paths)")
-    print(f"{'path':<{width}} {'wall s':>9} {'CPU s':>9} {'points/s':>9} {'peak RSS added':>15}")
-    for name, m, _, _ in runs + [naive_run]:
-        print(f"{name:<{width}} {m.wall:>9.2f} {m.cpu:>9.2f} {points / m.wall:>9.3f} {_mib(m.peak_added):>15}")
-    for name, m, _, _ in runs:
-        print(f"ratio naive/{name}: {naive_run[1].wall / m.wall:.2f}x wall, {naive_run[1].cpu / m.cpu:.2f}x CPU")
+              f"({os.cpu_count()} CPUs; other processes slow every path)")
+    width = max(len(name) for name in names)
+    print(f"{'path':<{width}} {'best wall s':>11} {'its CPU s':>9} {'points/s':>9} {'median wall s':>13} "
+          f"{'peak RSS added':>15}")
+    for name in names:
+        wall, cpu = best(name)
+        print(f"{name:<{width}} {wall:>11.2f} {cpu:>9.2f} {points / wall:>9.3f} {median_wall(name):>13.2f} "
+              f"{_mib(peak(name)):>15}")
+    naive_wall, naive_cpu = best(names[-1])
+    for name in names[:-1]:
+        wall, cpu = best(name)
+        print(f"ratio naive/{name}: {naive_wall / wall:.2f}x best wall, {naive_cpu / cpu:.2f}x its CPU, "
+              f"{median_wall(names[-1]) / median_wall(name):.2f}x median wall")
+    runs = [(name, results[name], sorted(changed[name])) for name in names[:-1]]
 
     failed = False
-    for name, _, table, changed in runs:
+    for name, table, moved in runs:
         merged, same = compare(table, naive, total)
         diffs = merged[merged["diff"].fillna(1e9) != 0]
         print(f"\n{name} vs naive: accuracy agrees exactly at {points - len(diffs)}/{points} points", end="")
@@ -404,12 +443,15 @@ def main(argv: list[str] | None = None) -> int:
         rel = ((merged["loss_naive"] - merged["loss_fast"]).abs()
                / merged["loss_fast"].abs().clip(lower=1e-12))[finite]
         print(f"  loss: max relative difference {rel.max():.1e} over {int(finite.sum())} points with finite loss")
-        print(f"  weights after this sweep: {'bit-identical' if not changed else f'CHANGED: {changed}'}")
-        failed = failed or not same or bool(changed)
-    changed = naive_run[3]
-    print(f"weights after the naive loop: {'bit-identical' if not changed else f'CHANGED: {changed}'}")
-    if failed or changed:
-        print("FAIL: the paths disagree (by more than one test example) or the weights changed", file=sys.stderr)
+        print(f"  weights after this sweep: {'bit-identical' if not moved else f'CHANGED: {moved}'}")
+        failed = failed or not same or bool(moved)
+    naive_changed = sorted(changed[names[-1]])
+    print(f"weights after the naive loop: {'bit-identical' if not naive_changed else f'CHANGED: {naive_changed}'}")
+    if unstable:
+        print(f"results differ between repeats for: {sorted(unstable)}")
+    if failed or naive_changed or unstable:
+        print("FAIL: the paths disagree (by more than one test example), a repeat gave other results, "
+              "or the weights changed", file=sys.stderr)
         return 1
     print("OK")
     return 0
