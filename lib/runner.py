@@ -74,7 +74,7 @@ def preflight(notebook: str, params: dict[str, Any]) -> None:
     if not source.exists():
         raise RunError(f"{source} does not exist (params/{notebook}.yml names it)")
     names = []
-    for key in ("dataset", "datasets"):
+    for key in ("dataset", "datasets", "tasks"):
         value = params.get(key)
         if value:
             names += [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,237 @@
+"""Tests of paramstress.tables: Table 1 of Sun et al. (2021) in the paper's layout."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from paramstress import tables as T
+
+K = 1000
+
+
+def _rows(method, eps, accs, n=K, k=K, base=90.0, base_loss=0.5, losses=None, p=math.inf):
+    """corruption_sweep-style rows: one per trial."""
+    losses = losses if losses is not None else [base_loss] * len(accs)
+    return [{"method": method, "p": p, "n": n, "eps": eps, "trial": t, "k": k, "accuracy": a,
+             "loss": lo, "delta_loss": lo - base_loss, "base_accuracy": base, "base_loss": base_loss,
+             "delta_accuracy": a - base} for t, (a, lo) in enumerate(zip(accs, losses))]
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    rows = []
+    rows += _rows("random", 1e-3, [90.0, 89.96, 90.02])        # mean 89.993: Δ -0.007 → *
+    rows += _rows("random", 1e-2, [80.0, 82.0, 84.0])          # mean 82, std 2: Δ -8
+    rows += _rows("gradient", 1e-3, [60.0])                    # Δ -30
+    rows += _rows("gradient", 1e-2, [10.0])                    # Δ -80
+    rows += _rows("random", 1.0, [89.95, 89.99], n=100)        # Δ -0.03 → *
+    rows += _rows("gradient", 1.0, [50.0], n=100)              # Δ -40
+    return pd.DataFrame(rows)
+
+
+def test_eps_labels():
+    assert T.eps_label(1e-4) == "1e-4"
+    assert T.eps_label(1.0) == "1"
+    assert T.eps_label(100.0) == "1e2"
+    assert T.eps_label(0.003) == "0.003"
+    assert T.row_label("k", 1e-2) == "n=k, ε=1e-2"
+    assert T.row_label(100, 10.0) == "n=100, ε=1e1"
+
+
+def test_trial_summary_mean_std_delta(frame):
+    s = T.trial_summary(frame)
+    r = s[(s.method == "random") & (s.eps == 1e-2)].iloc[0]
+    assert r.trials == 3 and r.n_label == "k"
+    assert r["mean"] == pytest.approx(82.0) and r["std"] == pytest.approx(2.0)  # sample std, ddof=1
+    assert r["delta"] == pytest.approx(-8.0) and not r["close"]
+    g = s[(s.method == "gradient") & (s.eps == 1e-3)].iloc[0]
+    assert g.trials == 1 and math.isnan(g["std"]) and g["delta"] == pytest.approx(-30.0)
+    close = s[(s.method == "random") & (s.eps == 1e-3)].iloc[0]
+    assert close["close"]  # |Δ| = 0.007 < 0.1
+    # order: random before gradient; n = k before n = 100; ε ascending
+    assert list(zip(s.method, s.n_label, s.eps)) == [
+        ("random", "k", 1e-3), ("random", "k", 1e-2), ("random", "100", 1.0),
+        ("gradient", "k", 1e-3), ("gradient", "k", 1e-2), ("gradient", "100", 1.0)]
+
+
+def test_table1_layout_cells_and_stars(frame):
+    t = T.table1({"toy": frame}, {"toy": 90.0}, rows=[("k", 1e-3), ("k", 1e-2), (100, 1.0)])
+    assert list(t.index) == ["w/o corruption", "n=k, ε=1e-3", "n=k, ε=1e-2", "n=100, ε=1"]
+    assert list(t.columns) == [("toy (Acc ↑)", "Random"), ("toy (Acc ↑)", "Proposed")]
+    col_r, col_p = t.columns
+    assert t.loc["w/o corruption", col_r] == "90.0" and t.loc["w/o corruption", col_p] == "90.0"
+    assert t.loc["n=k, ε=1e-3", col_r] == "*"
+    assert t.loc["n=k, ε=1e-3", col_p] == "60.0 (-30.0)"
+    assert t.loc["n=k, ε=1e-2", col_r] == "82.0 ± 2.0 (-8.0)"
+    assert t.loc["n=k, ε=1e-2", col_p] == "10.0 (-80.0)"
+    assert t.loc["n=100, ε=1", col_r] == "*"
+    assert t.loc["n=100, ε=1", col_p] == "50.0 (-40.0)"
+
+
+def test_star_rule_uses_the_mean_change():
+    rows = _rows("random", 0.1, [89.9, 90.0], base=90.0) + _rows("gradient", 0.1, [89.8], base=90.0)
+    rows += _rows("random", 0.2, [89.0, 91.0], base=90.0) + _rows("gradient", 0.2, [90.05], base=90.0)
+    t = T.table1(pd.DataFrame(rows), 90.0)
+    r, p = t.columns
+    assert t.loc["n=k, ε=1e-1", r] == "*"                     # mean 89.95: |Δ| = 0.05 < 0.1
+    assert t.loc["n=k, ε=1e-1", p] == "89.8 (-0.2)"           # |Δ| = 0.2: shown
+    assert t.loc["n=k, ε=0.2", r] == "*"                      # mean 90.0 although the trials spread ±1
+    assert t.loc["n=k, ε=0.2", p] == "*"                      # +0.05
+    t_nostar = T.table1(pd.DataFrame(rows), 90.0, star=False)
+    assert t_nostar.loc["n=k, ε=0.2", r] == "90.0 ± 1.4 (+0.0)"
+    t_nostd = T.table1(pd.DataFrame(rows), 90.0, star=False, show_std=False)
+    assert t_nostd.loc["n=k, ε=0.2", r] == "90.0 (+0.0)"
+    rows = _rows("random", 0.1, [89.5], base=90.0) + _rows("gradient", 0.1, [90.3], base=90.0)
+    t = T.table1(pd.DataFrame(rows), 90.0)
+    assert t.loc["n=k, ε=1e-1", r] == "89.5 (-0.5)"           # one trial: no ± std
+    assert t.loc["n=k, ε=1e-1", p] == "90.3 (+0.3)"           # positive changes keep their sign
+
+
+def test_clean_from_base_column_and_default_rows(frame):
+    t = T.table1(frame)  # one task, clean from base_accuracy
+    assert list(t.index) == ["w/o corruption", "n=k, ε=1e-3", "n=k, ε=1e-2", "n=100, ε=1"]
+    assert t.iloc[0, 0] == "90.0"
+
+
+def test_several_tasks_share_rows_by_n_relative_to_k(frame):
+    other = pd.DataFrame(_rows("random", 1e-3, [70.0, 72.0], k=50, n=50, base=75.0)
+                         + _rows("gradient", 1e-3, [20.0], k=50, n=50, base=75.0))
+    t = T.table1({"a": frame, "b": other}, rows=[("k", 1e-3), (100, 1.0)],
+                 task_labels={"a": "A", "b": "B"})
+    assert [c[0] for c in t.columns] == ["A (Acc ↑)"] * 2 + ["B (Acc ↑)"] * 2
+    assert t.loc["w/o corruption", ("B (Acc ↑)", "Random")] == "75.0"
+    assert t.loc["n=k, ε=1e-3", ("B (Acc ↑)", "Random")] == "71.0 ± 1.4 (-4.0)"
+    assert t.loc["n=k, ε=1e-3", ("B (Acc ↑)", "Proposed")] == "20.0 (-55.0)"
+    assert t.loc["n=100, ε=1", ("B (Acc ↑)", "Proposed")] == "—"  # not run for task b
+
+
+def test_lower_is_better_metric_and_direction_arrow():
+    rows = _rows("random", 1e-2, [0.0, 0.0], base_loss=4.25, losses=[4.30, 4.42]) \
+        + _rows("gradient", 1e-2, [0.0], base_loss=4.25, losses=[4.52])
+    df = pd.DataFrame(rows).assign(task="PTB-LM")
+    t = T.table1(df, {"PTB-LM": 4.25}, metric="loss", metric_label="Log PPL", higher_is_better=False,
+                 decimals=2)
+    assert t.columns[0] == ("PTB-LM (Log PPL ↓)", "Random")
+    assert t.loc["w/o corruption"].iloc[0] == "4.25"
+    assert t.loc["n=k, ε=1e-2"].iloc[0] == "4.36 ± 0.08 (+0.11)"
+    assert t.loc["n=k, ε=1e-2"].iloc[1] == "4.52 (+0.27)"
+
+
+def test_bad_inputs_are_named(frame):
+    with pytest.raises(ValueError, match="mix the norms"):
+        T.table1(pd.concat([frame, frame.assign(p=2.0)]))
+    assert T.trial_summary(pd.concat([frame, frame.assign(p=2.0)]), p=2.0)["trials"].sum() == len(frame)
+    with pytest.raises(ValueError, match="lack columns"):
+        T.table1(frame.drop(columns=["k"]))
+    with pytest.raises(ValueError, match="no score for tasks"):
+        T.table1({"a": frame}, {"b": 1.0})
+    with pytest.raises(ValueError, match="unknown methods"):
+        T.table1(frame.assign(method="bitflip"))
+
+
+def test_paper_table1_transcription_is_consistent():
+    tidy = T.paper_table1()
+    clean = T.paper_table1_clean()
+    assert clean == {"ImageNet": 72.5, "CIFAR-10": 94.3}
+    assert len(tidy) == 2 * 10 * 2  # tasks × rows × approaches
+    shown = tidy[~tidy["close"]]
+    # every transcribed score agrees with its printed change
+    assert np.allclose(shown["mean"] - shown["clean"], shown["delta"], atol=0.051)
+    starred = tidy[tidy["close"]]
+    assert starred["mean"].isna().all()
+
+    def cell(task, method, n_label, eps):
+        r = tidy[(tidy.task == task) & (tidy.method == method) & (tidy.n_label == n_label) & (tidy.eps == eps)]
+        assert len(r) == 1
+        return None if r["close"].iloc[0] else float(r["mean"].iloc[0])
+
+    # REFERENCE.md §D, CIFAR-10 ResNet-34, L∞, n = k
+    assert cell("CIFAR-10", "gradient", "k", 1e-4) == 93.3
+    assert cell("CIFAR-10", "gradient", "k", 1e-3) == 36.1
+    assert cell("CIFAR-10", "gradient", "k", 1e-2) == 10.0
+    assert cell("CIFAR-10", "random", "k", 1e-2) == 75.1
+    assert cell("CIFAR-10", "random", "k", 1e-1) == 10.0
+    assert cell("CIFAR-10", "random", "k", 1e-3) is None
+    assert cell("CIFAR-10", "gradient", "100", 10.0) == 44.8
+    assert cell("ImageNet", "random", "k", 1e-2) == 30.3
+    assert cell("ImageNet", "gradient", "100", 1e-1) == 67.5
+
+
+def test_paper_table1_layout_matches_ours():
+    t = T.paper_table1(["CIFAR-10"], layout=True)
+    assert t.index[0] == "w/o corruption"
+    assert list(t.index[1:6]) == [f"n=k, ε={e}" for e in ("1e-4", "1e-3", "1e-2", "1e-1", "1")]
+    assert list(t.index[6:]) == [f"n=100, ε={e}" for e in ("1e-2", "1e-1", "1", "1e1", "1e2")]
+    col_r, col_p = t.columns
+    assert col_r == ("CIFAR-10 ResNet-34 (paper) (Acc ↑)", "Random")
+    assert t.loc["w/o corruption", col_r] == "94.3"
+    assert t.loc["n=k, ε=1e-3", col_r] == "*"
+    assert t.loc["n=k, ε=1e-3", col_p] == "36.1 (-58.2)"
+    assert t.loc["n=k, ε=1e-2", col_r] == "75.1 (-19.2)"
+    assert t.loc["n=100, ε=1e2", col_p] == "9.6 (-84.7)"
+    with pytest.raises(ValueError, match="transcribed here"):
+        T.paper_table1(["PTB-LM"])
+
+
+def test_central_claim(frame):
+    c = T.central_claim(frame)
+    assert list(c.eps) == [1e-3, 1e-2]  # n = k rows only by default
+    first = c.iloc[0]
+    assert first.random_drop == pytest.approx(90.0 - np.mean([90.0, 89.96, 90.02]))
+    assert first.random_worst_drop == pytest.approx(0.04)
+    assert first.gradient_drop == pytest.approx(30.0)
+    assert first.random_harmless and first.holds  # 30 ≥ 30
+    second = c.iloc[1]
+    assert not second.random_harmless and not second.holds  # random costs 8 points there
+    c100 = T.central_claim(frame, n=100, gradient_threshold=45.0)
+    assert list(c100.eps) == [1.0] and c100.random_harmless.all() and not c100.holds.any()
+
+
+def test_loss_change_ratio():
+    rows = _rows("random", 1e-3, [90, 90, 90], losses=[0.5015, 0.502, 0.5025]) \
+        + _rows("gradient", 1e-3, [80], losses=[0.6]) \
+        + _rows("random", 1e-2, [90, 90], losses=[0.49, 0.51]) \
+        + _rows("gradient", 1e-2, [50], losses=[1.5])
+    r = T.loss_change_ratio(pd.DataFrame(rows))
+    a, b = r.iloc[0], r.iloc[1]
+    assert a.eps == 1e-3 and a.random_delta_loss == pytest.approx(0.002)
+    assert a.gradient_delta_loss == pytest.approx(0.1) and a.ratio == pytest.approx(0.02)
+    assert a.ratio_se == pytest.approx(0.0005 / math.sqrt(3) / 0.1)
+    assert a.resolved  # mean 0.002 > t(2) 4.30 × se 0.00029
+    assert b.random_delta_loss == pytest.approx(0.0, abs=1e-12) and not b.resolved
+    # 3 trials: 2 standard errors are not enough (t with 2 degrees of freedom: 4.30)
+    rows = _rows("random", 1e-3, [90] * 3, losses=[0.501, 0.502, 0.503]) + _rows("gradient", 1e-3, [80], losses=[0.6])
+    c = T.loss_change_ratio(pd.DataFrame(rows)).iloc[0]
+    assert 2 < c.random_delta_loss / c.random_se < 4.30 and not c.resolved
+
+
+def test_loss_scaling_recovers_theorem1_slopes():
+    # synthetic model: ΔL_random = 12 ε² (+ noise ±1 %), ΔL_gradient = 3 ε; intact below ε = 1e-2
+    rows = []
+    for eps in (1e-4, 1e-3, 1e-2, 1e-1):
+        broken = eps > 1e-2
+        r = 12 * eps ** 2
+        rows += _rows("random", eps, [50.0 if broken else 90.0] * 3, losses=[0.5 + r * f for f in (0.99, 1.0, 1.01)])
+        rows += _rows("gradient", eps, [10.0 if broken else 89.5], losses=[0.5 + 3 * eps])
+    s = T.loss_scaling(pd.DataFrame(rows)).iloc[0]
+    assert s.random_eps == [1e-4, 1e-3, 1e-2] and s.random_slope == pytest.approx(2.0, abs=1e-3)
+    assert s.random_c2 == pytest.approx(12.0, rel=1e-3)
+    assert s.gradient_eps == [1e-4, 1e-3, 1e-2] and s.gradient_slope == pytest.approx(1.0, abs=1e-6)
+    assert s.gradient_c1 == pytest.approx(3.0)
+    assert s.ratio_slope == pytest.approx(1.0, abs=1e-3)
+    assert s.predicted_ratio_per_eps == pytest.approx(4.0, rel=1e-3)
+
+
+def test_loss_scaling_stops_at_the_first_unresolved_eps():
+    rows = []
+    # ε = 1e-3: unresolved (mean 0 ± spread); ε = 1e-4: a spurious "resolved" positive mean below it
+    spec = {1e-4: [0.0010, 0.0011, 0.0012], 1e-3: [-0.01, 0.0, 0.01], 1e-2: [0.0011, 0.0012, 0.0013],
+            1e-1: [0.11, 0.12, 0.13]}
+    for eps, deltas in spec.items():
+        rows += _rows("random", eps, [90.0] * 3, losses=[0.5 + d for d in deltas])
+        rows += _rows("gradient", eps, [89.9], losses=[0.5 + eps])
+    s = T.loss_scaling(pd.DataFrame(rows)).iloc[0]
+    assert s.random_eps == [1e-2, 1e-1] and s.random_slope == pytest.approx(2.0, abs=1e-6)
