@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .storage import atomic_save
+from .storage import atomic_save, project_folder
 
 
 class DataError(RuntimeError):
@@ -141,12 +141,7 @@ OFFLINE_ENV = "PARAMSTRESS_OFFLINE"
 
 def data_root() -> Path:
     """``$PARAMSTRESS_DATA`` if set, else the checkout's ``data/`` folder."""
-    if os.environ.get(ROOT_ENV):
-        return Path(os.environ[ROOT_ENV]).expanduser().resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").exists():
-        return checkout / "data"
-    return Path.cwd() / "data"
+    return project_folder(ROOT_ENV, "data")
 
 
 def mirror_root() -> Path | None:

@@ -10,6 +10,16 @@ from typing import Any
 import torch
 
 
+def project_folder(env_var: str, name: str) -> Path:
+    """``$env_var`` if set, else ``<checkout>/<name>`` (a source checkout), else ``./<name>``."""
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").exists():
+        return checkout / name
+    return Path.cwd() / name
+
+
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place.
 

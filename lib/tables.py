@@ -416,10 +416,7 @@ def central_claim(
                         "holds": bool(harmless and gradient_drop >= gradient_threshold)})
     columns = ["task", "n_label", "eps", "base_accuracy", "trials", "random_drop", "random_worst_drop",
                "gradient_drop", "random_harmless", "holds"]
-    out = pd.DataFrame.from_records(records, columns=columns)
-    order = {t: i for i, t in enumerate(dict.fromkeys(df[task_col]))}
-    return out.assign(_t=out["task"].map(order)).sort_values(["_t", "n_label", "eps"], kind="stable") \
-        .drop(columns="_t").reset_index(drop=True)
+    return _in_task_order(pd.DataFrame.from_records(records, columns=columns), df[task_col])
 
 
 def loss_change_ratio(
@@ -469,8 +466,12 @@ def loss_change_ratio(
                         "resolved": bool(finite and math.isfinite(se) and abs(mean) > t_crit * se)})
     columns = ["task", "n_label", "eps", "trials", "random_delta_loss", "random_se", "gradient_delta_loss",
                "ratio", "ratio_se", "resolved"]
-    out = pd.DataFrame.from_records(records, columns=columns)
-    order = {t: i for i, t in enumerate(dict.fromkeys(df[task_col]))}
+    return _in_task_order(pd.DataFrame.from_records(records, columns=columns), df[task_col])
+
+
+def _in_task_order(out: pd.DataFrame, tasks: pd.Series) -> pd.DataFrame:
+    """Sort result rows by task (in first-seen order of ``tasks``), then n, then ε."""
+    order = {t: i for i, t in enumerate(dict.fromkeys(tasks))}
     return out.assign(_t=out["task"].map(order)).sort_values(["_t", "n_label", "eps"], kind="stable") \
         .drop(columns="_t").reset_index(drop=True)
 

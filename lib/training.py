@@ -68,7 +68,7 @@ from torch import nn
 
 from . import models
 from .data import ImageData
-from .storage import atomic_save
+from .storage import atomic_save, project_folder
 
 __all__ = [
     "CHECKPOINT_DIR_ENV",
@@ -104,12 +104,7 @@ CHECKPOINT_DIR_ENV = "PARAMSTRESS_CHECKPOINTS"
 def default_checkpoint_dir() -> Path:
     """``$PARAMSTRESS_CHECKPOINTS`` if set, else the checkout's ``checkpoints/`` folder
     (ignored by git), else ``./checkpoints``. Created on first save, not here."""
-    if os.environ.get(CHECKPOINT_DIR_ENV):
-        return Path(os.environ[CHECKPOINT_DIR_ENV]).expanduser().resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").exists():
-        return checkout / "checkpoints"
-    return Path.cwd() / "checkpoints"
+    return project_folder(CHECKPOINT_DIR_ENV, "checkpoints")
 
 
 # =========================================================================== objectives
