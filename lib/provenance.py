@@ -35,7 +35,10 @@ def git_commit() -> str:
         root = profiles.repo_root()
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # executed notebooks and their CSVs in book/ are outputs of runs (a `make book` rewrites
+        # them one after another), not changes to the code that produced this run
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)book/*.ipynb", ":(exclude)book/*.csv"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError, profiles.ProfileError):
         return "unknown (not a git checkout)"

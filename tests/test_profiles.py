@@ -48,3 +48,28 @@ def test_bad_names_say_what_exists():
 def test_differences_name_the_modified_keys():
     actual = profiles.parameters("quickstart", "local", epochs=7)
     assert profiles.differences("quickstart", "local", actual) == {"epochs": (2, 7)}
+
+
+def test_git_commit_ignores_run_outputs_but_not_code():
+    import subprocess
+
+    from paramstress import provenance
+
+    root = profiles.repo_root()
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                      capture_output=True, text=True).stdout.strip():
+        pytest.skip("checkout has uncommitted changes")
+    csv = root / "book" / "quickstart.history.csv"
+    original = csv.read_bytes()
+    try:
+        csv.write_bytes(original + b"\n")
+        assert "uncommitted" not in provenance.git_commit()
+    finally:
+        csv.write_bytes(original)
+    source = root / "lib" / "__init__.py"
+    original = source.read_bytes()
+    try:
+        source.write_bytes(original + b"\n")
+        assert provenance.git_commit().endswith("+ uncommitted changes")
+    finally:
+        source.write_bytes(original)
