@@ -121,6 +121,21 @@ class ImageData:
         vx, vy = pick(self.test_x, self.test_y, test)
         return dataclasses.replace(self, train_x=tx, train_y=ty, test_x=vx, test_y=vy)
 
+    @property
+    def origin(self) -> str:
+        """Where the files came from without the path: ``root``, ``mirror``, ``download`` or ``synthetic``."""
+        return self.source.split(":", 1)[0]
+
+    def summary(self) -> dict[str, object]:
+        """A path-free row for tables in notebooks (the full source is in :meth:`provenance`).
+
+        Absolute paths differ between checkouts; a table that shows them would change
+        its padding and truncation from machine to machine and break nbval.
+        """
+        return {"dataset": self.name, "origin": self.origin,
+                "train": int(len(self.train_y)), "test": int(len(self.test_y)),
+                "MD5": self.checksum[:12]}
+
     def provenance(self) -> dict[str, object]:
         return {
             "dataset": self.name,
