@@ -8,12 +8,20 @@
                        quickstart model for MNIST-like 28×28 digits (~98.5 %
                        MNIST test accuracy after one epoch on a CPU)
 ``resnet18_cifar``     ResNet-18 (BasicBlock, [2, 2, 2, 2]) with a CIFAR stem
+``resnet18_cifar_w16`` the same ResNet-18 with base width 16 instead of 64
+                       (stages of 16, 32, 64, 128 channels, about 0.7 M
+                       parameters): ResNet-style layers that train on a CPU
 ``resnet34_cifar``     ResNet-34 (BasicBlock, [3, 4, 6, 3]) with a CIFAR stem,
                        the CIFAR-10 model of Sun et al. (2021)
 ``resnet34_imagenet``  torchvision's ResNet-34 with its ImageNet weights
                        (``ResNet34_Weights.IMAGENET1K_V1``), the ImageNet model
                        of Sun et al. (2021), used by the ``paper`` profile
 =====================  ======================================================
+
+The networks of Pravin et al. (2023) are torchvision's untrained ImageNet-style
+``resnet18``, ``resnet50``, ``squeezenet1_1``, ``shufflenet_v2_x1_0`` (the paper's
+choice) and ``shufflenet_v2_x0_5`` (what its code trains), used unchanged on
+28×28 and 32×32 images (see :func:`torchvision_net`).
 
 The CIFAR ResNets are torchvision's own ``ResNet``/``BasicBlock`` with only the
 stem changed, so their parameter names (``conv1.weight``, ``layer3.2.bn1.bias``,
@@ -43,6 +51,7 @@ __all__ = [
     "resnet_cifar",
     "resnet34_imagenet",
     "small_cnn",
+    "torchvision_net",
 ]
 
 
@@ -99,7 +108,9 @@ def small_cnn(num_classes: int, in_channels: int, image_size: int, *, width: int
 _CIFAR_LAYERS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 
 
-def resnet_cifar(depth: int, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+def resnet_cifar(
+    depth: int, num_classes: int, in_channels: int, image_size: int, *, width: int = 64
+) -> nn.Module:
     """ResNet-18/34 of He et al. (2016) with a CIFAR-style stem.
 
     He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition",
@@ -120,7 +131,9 @@ def resnet_cifar(depth: int, num_classes: int, in_channels: int, image_size: int
     identity, so parameter names stay those of torchvision). Feature maps are then
     32→32→16→8→4 for 32×32 inputs and 28→28→14→7→4 for 28×28 inputs; the adaptive
     average pool makes any size from 8×8 upwards work. ``in_channels`` sets the
-    stem's input channels (1 for MNIST-like digits, 3 for CIFAR).
+    stem's input channels (1 for MNIST-like digits, 3 for CIFAR). ``width`` is the
+    channel count of the stem and first stage (64 in the paper; the stages have
+    ``width``, ``2·width``, ``4·width``, ``8·width`` channels).
     """
     if depth not in _CIFAR_LAYERS:
         raise ValueError(f"resnet_cifar depth must be one of {sorted(_CIFAR_LAYERS)}, got {depth}")
@@ -129,15 +142,43 @@ def resnet_cifar(depth: int, num_classes: int, in_channels: int, image_size: int
             f"resnet{depth}_cifar downsamples 8× and needs image_size >= 8, got {image_size}"
         )
     model = ResNet(BasicBlock, _CIFAR_LAYERS[depth], num_classes=num_classes)
-    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    if width != 64:
+        _rewidth(model, _CIFAR_LAYERS[depth], width, num_classes)
+    model.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
 
 
+def _rewidth(model: ResNet, layers: list[int], width: int, num_classes: int) -> None:
+    """Rebuild ``model``'s stages with ``width``, ``2·width``, ``4·width``, ``8·width``
+    channels (torchvision hard-codes 64…512), initialised as torchvision initialises a
+    ResNet (Kaiming-normal fan-out convolutions, batch norm 1/0, default linear head);
+    the parameter names stay torchvision's."""
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"resnet_cifar width must be a positive int, got {width!r}")
+    model.inplanes = width
+    model.bn1 = nn.BatchNorm2d(width)
+    model.layer1 = model._make_layer(BasicBlock, width, layers[0])
+    model.layer2 = model._make_layer(BasicBlock, 2 * width, layers[1], stride=2)
+    model.layer3 = model._make_layer(BasicBlock, 4 * width, layers[2], stride=2)
+    model.layer4 = model._make_layer(BasicBlock, 8 * width, layers[3], stride=2)
+    model.fc = nn.Linear(8 * width * BasicBlock.expansion, num_classes)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
 def resnet18_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """ResNet-18 with the CIFAR stem (see :func:`resnet_cifar`)."""
     return resnet_cifar(18, num_classes, in_channels, image_size)
+
+
+def resnet18_cifar_w16(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """ResNet-18 with the CIFAR stem and base width 16 (stages of 16, 32, 64 and 128
+    channels, about 0.7 M parameters; see :func:`resnet_cifar`): the same blocks,
+    batch norms and parameter names as ``resnet18_cifar``, small enough to train on a CPU."""
+    return resnet_cifar(18, num_classes, in_channels, image_size, width=16)
 
 
 def resnet34_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -222,12 +263,101 @@ def resnet34_imagenet(
     return model
 
 
+# --------------------------------------------------------------------------- torchvision ImageNet-style nets
+#: Smallest square input each ImageNet-style net accepts (SqueezeNet's unpadded
+#: stride-2 stem and three ceil-mode max-pools leave nothing of a 16×16 image).
+_MIN_IMAGE_SIZE = {"squeezenet1_1": 17}
+#: Where the first convolution sits in each torchvision architecture.
+_FIRST_CONV = {
+    "resnet18": "conv1",
+    "resnet50": "conv1",
+    "squeezenet1_1": "features.0",
+    "shufflenet_v2_x1_0": "conv1.0",
+    "shufflenet_v2_x0_5": "conv1.0",
+}
+
+
+def torchvision_net(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """An untrained torchvision ImageNet-style classifier, as Pravin et al. (2023) train it.
+
+    The networks of Pravin et al., "Fragility, robustness and antifragility in deep
+    learning" (2023), §4.3 "Experimental set-up" (training of DNNs on clean data):
+
+    * ``resnet18``, ``resnet50``: He, Zhang, Ren and Sun, "Deep Residual Learning
+      for Image Recognition", CVPR 2016 (BasicBlock [2, 2, 2, 2]; Bottleneck
+      [3, 4, 6, 3]);
+    * ``squeezenet1_1``: Iandola, Han et al., "SqueezeNet: AlexNet-level accuracy
+      with 50x fewer parameters and <0.5MB model size", arXiv:1602.07360, 2016
+      (version 1.1 of the official repository);
+    * ``shufflenet_v2_x1_0`` (what the paper names) and ``shufflenet_v2_x0_5``
+      (what the official code, SynapFilter/InferLink, actually trains): Ma, Zhang,
+      Zheng and Sun, "ShuffleNet V2: Practical Guidelines for Efficient CNN
+      Architecture Design", ECCV 2018.
+
+    They are torchvision's implementations with ``weights=None`` and ``num_classes``
+    set, with torchvision's own initialisation (as in the official code; the paper's
+    text says "Kaiming uniform", which is PyTorch's default for convolutions and
+    torchvision's choice for SqueezeNet, while torchvision's ResNets use
+    Kaiming-normal), used **unchanged on 28×28/32×32
+    inputs** as the official code does: the ImageNet stems (stride-2 convolution and
+    max-pool) reduce such images to a few pixels before the first stage, and global
+    average pooling absorbs whatever is left. The only change: for
+    ``in_channels != 3`` (MNIST-like digits) the first convolution is replaced by
+    one with the same out-channels, kernel, stride, padding and bias but
+    ``in_channels`` inputs, initialised as torchvision initialises that
+    architecture's convolutions (ResNet: Kaiming-normal, fan-out; SqueezeNet:
+    Kaiming-uniform, zero bias; ShuffleNet V2: PyTorch's default ``Conv2d`` init).
+    Parameter names are torchvision's (``conv1.weight``, ``features.0.weight``,
+    ``conv1.0.weight``, ...).
+
+    SqueezeNet 1.1 works on 28×28 unchanged (feature maps 13 → 6 → 3 → 1 through
+    its ceil-mode max-pools; 32×32: 15 → 7 → 3 → 1) and needs ``image_size >= 17``
+    (checked); the other four accept any size.
+    """
+    if name not in _FIRST_CONV:
+        raise ValueError(f"unknown torchvision net {name!r}; valid: {', '.join(_FIRST_CONV)}")
+    minimum = _MIN_IMAGE_SIZE.get(name, 1)
+    if image_size < minimum:
+        raise ValueError(
+            f"{name} needs image_size >= {minimum}, got {image_size}; use larger images "
+            "(resize them) or another model"
+        )
+    model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        parent_name, _, attr = _FIRST_CONV[name].rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, attr)
+        conv = nn.Conv2d(
+            in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
+            padding=old.padding, dilation=old.dilation, groups=old.groups, bias=old.bias is not None,
+        )
+        if name.startswith("resnet"):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        elif name.startswith("squeezenet"):
+            nn.init.kaiming_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        setattr(parent, attr, conv)
+    return model
+
+
+def _torchvision_builder(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+        return torchvision_net(name, num_classes, in_channels, image_size)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"torchvision's {name} (see :func:`torchvision_net`)."
+    return build
+
+
 # --------------------------------------------------------------------------- factory
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
     "resnet18_cifar": resnet18_cifar,
+    "resnet18_cifar_w16": resnet18_cifar_w16,
     "resnet34_cifar": resnet34_cifar,
     "resnet34_imagenet": resnet34_imagenet,
+    # torchvision's ImageNet-style nets of Pravin et al. (2023), see torchvision_net
+    **{name: _torchvision_builder(name) for name in _FIRST_CONV},
 }
 #: The valid ``name`` arguments of :func:`build_model`.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)

@@ -1,8 +1,8 @@
 """One training loop for every model of the book, with pluggable objectives.
 
 :func:`train` takes a model, an :class:`~paramstress.data.ImageData` and a
-:class:`TrainConfig`, and runs SGD (Nesterov momentum, a per-step OneCycle or
-cosine learning-rate schedule) with all data on the device: the whole dataset is
+:class:`TrainConfig`, and runs SGD (Nesterov momentum) or Adam with a per-step
+OneCycle, cosine or constant learning-rate schedule, with all data on the device: the whole dataset is
 moved there once, each epoch is a random permutation (drawn from a seeded
 ``torch.Generator``) sliced into batches by indexing, and the augmentation
 (random crop with zero padding, optional horizontal flip) runs on the device on the
@@ -17,6 +17,45 @@ the dataset) as ``<checkpoint_dir>/<hash>.pt``, written atomically after every
 loaded instead of training; a partial one is resumed, and the resumed run ends with
 the same weights as an uninterrupted one (model, optimizer, schedule and every
 random-number generator are restored).
+
+Snapshots, frozen layers, runs that start from a snapshot
+-------------------------------------------------------
+Pravin et al. (2023) analyse each network at several points of its training
+(§4.3: "the model of every 10 epochs was stored") and retrain it with the
+gradients of its fragile layers zeroed (§5, "Selective backpropagation on robust
+and antifragile parameters"). Three config fields serve this:
+
+* ``keep_epochs``: after each listed epoch (0 = the initialisation) the model's
+  state dict, the epoch and its test accuracy are written atomically to
+  ``<checkpoint_dir>/<hash>.epoch<e>.pt`` (:func:`snapshot_path`), read back with
+  :func:`load_snapshot`. They are separate files, so a resumed run keeps the
+  ones written before the interruption and writes the later ones.
+* ``frozen``: parameter-name prefixes (module paths such as ``"conv1"`` or
+  ``"layer1.0.conv2"``, or full names such as ``"fc.weight"``) whose parameters
+  are truly frozen: they are left out of the optimizer (so neither weight decay
+  nor Adam's or SGD-momentum's state can move them), their ``requires_grad`` is
+  off while training (restored afterwards; objectives that perturb only
+  ``requires_grad`` parameters leave them alone) and any gradient is discarded.
+  After every epoch they are checked to be bit-identical to where they started.
+  Buffers (batch-norm running statistics) are not parameters and keep updating
+  in train mode.
+* ``init_from = {"config_hash": h, "epoch": e}``: instead of a random
+  initialisation the run starts from the snapshot ``<checkpoint_dir>/<h>.epoch<e>.pt``
+  of another config (which must list ``e`` in its ``keep_epochs``). Epochs are
+  numbered on from ``e``: the run trains epochs ``e+1 … epochs``, and its
+  ``keep_epochs`` and history use those absolute numbers. It is otherwise a fresh
+  run: a new optimizer (Adam's moments start at zero), a schedule over its own
+  ``epochs - e`` epochs and a data order drawn from its own ``seed``. The
+  parent's hash and epoch are part of the config, hence of its cache key.
+
+Selective backpropagation is then a chain: train a regular run with
+``keep_epochs=(10, 20, …)``; score its epoch-10 snapshot; train
+``init_from={"config_hash": parent.config_hash, "epoch": 10}``,
+``frozen=<fragile layers>``, ``epochs=20``, ``keep_epochs=(20,)``; score that
+snapshot, and so on. The control is the same chain with
+``frozen=()``: same start, same seeds, same data order, same optimizer resets.
+(There is no frozen-set schedule inside one run: every change of the frozen set
+is a new config, so each cache key names exactly what was trained.)
 
 Extension point: objectives
 ---------------------------
@@ -48,7 +87,8 @@ Register a new objective with :func:`register_objective` (its parameters come fr
 that must survive a resume (say, a running estimate) implements ``state_dict()``
 and ``load_state_dict(state)``; the loop saves and restores it with the checkpoint.
 Randomness should come from ``torch``'s global generator, which the loop seeds from
-``TrainConfig.seed`` and checkpoints.
+``TrainConfig.seed`` and checkpoints. Parameters listed in ``TrainConfig.frozen``
+have ``requires_grad=False`` while an objective runs.
 """
 from __future__ import annotations
 
@@ -73,6 +113,7 @@ from .storage import atomic_save, project_folder
 __all__ = [
     "CHECKPOINT_DIR_ENV",
     "CHECKPOINT_FORMAT",
+    "OPTIMIZERS",
     "SCHEDULES",
     "BatchLoss",
     "CrossEntropy",
@@ -85,10 +126,13 @@ __all__ = [
     "config_hash",
     "default_checkpoint_dir",
     "evaluate_accuracy",
+    "frozen_parameter_names",
     "load_checkpoint",
+    "load_snapshot",
     "make_objective",
     "objective_names",
     "register_objective",
+    "snapshot_path",
     "train",
 ]
 
@@ -96,7 +140,12 @@ __all__ = [
 #: so that old cached checkpoints are not mistaken for new ones.
 CHECKPOINT_FORMAT = 1
 #: Valid ``TrainConfig.schedule`` values.
-SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
+SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
+#: Valid ``TrainConfig.optimizer`` values.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+#: Fields added after the first cached checkpoints, with their defaults: a field at
+#: its default is left out of :func:`config_hash`, so older keys stay valid.
+_HASH_OPTIONAL: dict[str, Any] = {"optimizer": "sgd", "keep_epochs": (), "frozen": (), "init_from": None}
 #: Environment variable that overrides :func:`default_checkpoint_dir`.
 CHECKPOINT_DIR_ENV = "PARAMSTRESS_CHECKPOINTS"
 
@@ -235,13 +284,18 @@ class TrainConfig:
     model. The config is validated when it is constructed: a bad value raises
     ``ValueError`` naming the field and the fix, before any compute.
 
-    Optimisation: SGD with ``momentum`` (Nesterov when ``nesterov``) and
-    ``weight_decay`` on all parameters; ``lr`` is the peak learning rate of the
-    per-step ``schedule``: ``'onecycle'`` (``OneCycleLR``: cosine warm-up from
-    ``lr/25`` over the first ``warmup_fraction`` of the steps, then cosine decay to
-    ``lr/25e4``; momentum is held at ``momentum``, not cycled) or ``'cosine'``
-    (linear warm-up over ``warmup_fraction`` of the steps, may be 0, then cosine
-    decay to 0).
+    Optimisation: ``optimizer='sgd'`` is SGD with ``momentum`` (Nesterov when
+    ``nesterov``) and ``weight_decay``; ``optimizer='adam'`` is ``torch.optim.Adam``
+    with default betas and eps and ``weight_decay`` as Adam's L2 term (added to the
+    gradient, not decoupled; ``momentum`` and ``nesterov`` are ignored and left
+    out of the hash). Pravin et al. (2023, §4.3) train with Adam, lr 1e-3, batch 100.
+    ``lr`` is the peak learning rate of the per-step ``schedule``: ``'onecycle'``
+    (``OneCycleLR``: cosine warm-up from ``lr/25`` over the first
+    ``warmup_fraction`` of the steps, then cosine decay to ``lr/25e4``; momentum is
+    held at ``momentum``, not cycled), ``'cosine'`` (linear warm-up over
+    ``warmup_fraction`` of the steps, may be 0, then cosine decay to 0) or
+    ``'constant'`` (``lr`` throughout; ``warmup_fraction`` is ignored and left out
+    of the hash).
 
     Data: ``train_subset``/``test_subset`` (``None`` = all) draw a random subset of
     that size with ``subset_seed`` (:meth:`ImageData.subset`). With ``augment``, each
@@ -256,6 +310,14 @@ class TrainConfig:
     ``objective_params`` (JSON-serialisable). On CUDA, ``amp`` runs forward passes
     under bf16 autocast and ``channels_last`` uses that memory format; both are
     ignored on the CPU.
+
+    ``keep_epochs`` (epochs after which a snapshot is kept, 0 = initialisation),
+    ``frozen`` (parameter-name prefixes that are not trained) and ``init_from``
+    (``{"config_hash": ..., "epoch": ...}``: start from another run's snapshot) are
+    described in the module docstring. Lists are accepted and stored as sorted
+    tuples without duplicates. These four fields (and ``optimizer``) enter the hash
+    only when they differ from their defaults, so configs that existed before them
+    keep their keys.
     """
 
     model: str = "resnet34_cifar"
@@ -281,9 +343,28 @@ class TrainConfig:
     eval_batch_size: int = 1024
     amp: bool = True
     channels_last: bool = True
+    optimizer: str = "sgd"
+    keep_epochs: tuple[int, ...] = ()
+    frozen: tuple[str, ...] = ()
+    init_from: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        # canonical forms (lists from YAML/JSON become sorted tuples) before validation
+        for name in ("keep_epochs", "frozen"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                try:
+                    object.__setattr__(self, name, tuple(sorted(set(value))))
+                except TypeError as exc:
+                    raise ValueError(f"{name} must hold values of one type, got {value!r}") from exc
+        if isinstance(self.init_from, dict):
+            object.__setattr__(self, "init_from", dict(self.init_from))
         self.validate()
+
+    @property
+    def start_epoch(self) -> int:
+        """The epoch the run starts from: ``init_from["epoch"]``, else 0."""
+        return int(self.init_from["epoch"]) if self.init_from is not None else 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field and the fix for any invalid value."""
@@ -308,11 +389,16 @@ class TrainConfig:
         lr = _require_float(self, "lr")
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}: set TrainConfig(lr=...) to the peak learning rate, e.g. 0.1")
-        momentum = _require_float(self, "momentum")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}; e.g. TrainConfig(momentum=0.9)")
-        if self.nesterov and momentum == 0.0:
-            raise ValueError("Nesterov momentum needs momentum > 0: set momentum=0.9, or nesterov=False")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; set TrainConfig(optimizer=...) to one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.optimizer == "sgd":  # Adam ignores momentum and nesterov
+            momentum = _require_float(self, "momentum")
+            if not 0.0 <= momentum < 1.0:
+                raise ValueError(f"momentum must be in [0, 1), got {momentum}; e.g. TrainConfig(momentum=0.9)")
+            if self.nesterov and momentum == 0.0:
+                raise ValueError("Nesterov momentum needs momentum > 0: set momentum=0.9, or nesterov=False")
         if _require_float(self, "weight_decay") < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= _require_float(self, "label_smoothing") < 1.0:
@@ -326,6 +412,7 @@ class TrainConfig:
             raise ValueError(f"the onecycle schedule needs 0 < warmup_fraction < 1, got {warmup}")
         if self.schedule == "cosine" and not 0.0 <= warmup < 1.0:
             raise ValueError(f"the cosine schedule needs 0 <= warmup_fraction < 1, got {warmup}")
+        self._validate_snapshot_fields()
         if not isinstance(self.objective_params, dict):
             raise ValueError(f"objective_params must be a dict, got {type(self.objective_params).__name__}")
         try:
@@ -335,6 +422,41 @@ class TrainConfig:
                 f"objective_params must be JSON-serialisable (they enter the config hash): {exc}"
             ) from exc
         make_objective(self.objective, self.objective_params)  # unknown name or bad params
+
+    def _validate_snapshot_fields(self) -> None:
+        start = 0
+        if self.init_from is not None:
+            if not isinstance(self.init_from, dict) or set(self.init_from) != {"config_hash", "epoch"}:
+                raise ValueError(
+                    f"init_from must be None or a dict with exactly the keys 'config_hash' and 'epoch', got "
+                    f"{self.init_from!r}; e.g. init_from={{'config_hash': parent.config_hash, 'epoch': 10}}"
+                )
+            key, start = self.init_from["config_hash"], self.init_from["epoch"]
+            if not isinstance(key, str) or len(key) != 20 or any(c not in "0123456789abcdef" for c in key):
+                raise ValueError(
+                    f"init_from['config_hash'] must be a 20-hex-digit config hash (TrainResult.config_hash), got {key!r}"
+                )
+            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+                raise ValueError(f"init_from['epoch'] must be an int >= 0 (a kept snapshot's epoch), got {start!r}")
+            if start >= self.epochs:
+                raise ValueError(
+                    f"init_from starts at epoch {start} but epochs={self.epochs}: epochs are numbered on from the "
+                    f"snapshot, so set epochs > {start} (the last epoch to train to)"
+                )
+        if not isinstance(self.keep_epochs, tuple) or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in self.keep_epochs
+        ):
+            raise ValueError(f"keep_epochs must be a tuple of ints (epochs to keep a snapshot of), got {self.keep_epochs!r}")
+        outside = [e for e in self.keep_epochs if not start <= e <= self.epochs]
+        if outside:
+            raise ValueError(
+                f"keep_epochs {outside} lie outside the run's epochs {start}..{self.epochs}; "
+                f"keep only epochs in that range (0 is the initialisation)"
+            )
+        if not isinstance(self.frozen, tuple) or not all(isinstance(f, str) and f for f in self.frozen):
+            raise ValueError(
+                f"frozen must be a tuple of non-empty parameter-name prefixes (e.g. ('conv1', 'fc')), got {self.frozen!r}"
+            )
 
     def __hash__(self) -> int:  # the generated one would fail on the objective_params dict
         return hash(json.dumps(self.to_dict(), sort_keys=True))
@@ -404,10 +526,23 @@ def config_hash(cfg: TrainConfig, data: ImageData) -> str:
     Stable across processes and machines (canonical JSON, SHA-256); it changes when
     any config field, the dataset's name or checksum, or the split sizes change.
     Note ``1`` and ``1.0`` are different JSON values: keep field types consistent.
+
+    Fields that cannot affect the run are left out: ``optimizer``,
+    ``keep_epochs``, ``frozen`` and ``init_from`` at their defaults (so keys from
+    before those fields existed are unchanged), ``momentum`` and ``nesterov``
+    under Adam, ``warmup_fraction`` under the constant schedule.
     """
+    config = cfg.to_dict()
+    for name, default in _HASH_OPTIONAL.items():
+        if config[name] == default:
+            del config[name]
+    if cfg.optimizer == "adam":
+        del config["momentum"], config["nesterov"]
+    if cfg.schedule == "constant":
+        del config["warmup_fraction"]
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "config": cfg.to_dict(),
+        "config": config,
         "data": _data_identity(data),
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -432,8 +567,10 @@ class TrainResult:
     """What :func:`train` returns. ``model`` is on the training device, in eval mode.
 
     ``epochs_trained`` counts the epochs run by this call (0 when the finished
-    checkpoint was reused, ``from_cache``); ``resumed_from_epoch`` is the number of
-    epochs a partial checkpoint already held (0 for a fresh start).
+    checkpoint was reused, ``from_cache``); ``resumed_from_epoch`` is the epoch
+    training (re)started from: the number of epochs a partial checkpoint already
+    held, or ``cfg.start_epoch`` for a fresh start (0 without ``init_from``).
+    ``snapshots`` maps each of ``cfg.keep_epochs`` to its snapshot file.
     """
 
     model: nn.Module
@@ -445,6 +582,7 @@ class TrainResult:
     epochs_trained: int
     resumed_from_epoch: int
     from_cache: bool
+    snapshots: dict[int, Path] = dataclasses.field(default_factory=dict)
 
 
 # =========================================================================== helpers
@@ -538,7 +676,11 @@ def _check_data(data: ImageData) -> None:
         if getattr(data, name).dtype != torch.int64:
             raise ValueError(f"data.{name} must be int64 labels, got {getattr(data, name).dtype}")
     if len(data.train_y) == 0 or len(data.test_y) == 0:
-        raise ValueError("the training and the test split must both be non-empty")
+        raise ValueError(
+            f"the training and the test split of {data.name!r} must both be non-empty (got "
+            f"{len(data.train_y)}/{len(data.test_y)}); an evaluation-only data set such as imagenet-val "
+            "is for pretrained models (models.build_model('resnet34_imagenet', ...)), not for train()"
+        )
 
 
 def _check_model(model: nn.Module, cfg: TrainConfig, data: ImageData) -> None:
@@ -566,8 +708,10 @@ def _check_schedule(cfg: TrainConfig, total_steps: int) -> None:
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step scheduler: ``OneCycleLR``, or linear warm-up then cosine to 0 (``LambdaLR``)."""
+    """A per-step scheduler: ``OneCycleLR``, linear warm-up then cosine to 0, or constant (``LambdaLR``)."""
     _check_schedule(cfg, total_steps)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant_factor)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -586,6 +730,105 @@ def _make_scheduler(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _constant_factor(step: int) -> float:
+    return 1.0
+
+
+def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam (default betas; ``weight_decay`` as L2) over ``params``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
+
+
+def frozen_parameter_names(model: nn.Module, prefixes: tuple[str, ...] | list[str]) -> list[str]:
+    """Names of ``model``'s parameters that the ``prefixes`` of ``TrainConfig.frozen`` select.
+
+    A prefix selects a parameter whose name equals it or starts with it followed by
+    a dot: ``"conv1"`` selects ``conv1.weight`` (and ``conv1.bias``) but not
+    ``conv10.weight``; ``"layer1"`` selects the whole first stage; ``"fc.weight"``
+    only that tensor. A prefix that selects nothing raises ``ValueError`` listing
+    valid layer names (a typo would otherwise silently train everything).
+    """
+    names = [name for name, _ in model.named_parameters()]
+    selected: list[str] = []
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hits:
+            layers = sorted({n.rsplit(".", 1)[0] for n in names})
+            shown = ", ".join(layers[:12]) + (", ..." if len(layers) > 12 else "")
+            raise ValueError(
+                f"frozen prefix {prefix!r} matches no parameter of the model; use module paths or "
+                f"parameter names such as: {shown}"
+            )
+        selected.extend(h for h in hits if h not in selected)
+    return [n for n in names if n in selected]
+
+
+def snapshot_path(
+    cfg: TrainConfig, data: ImageData, epoch: int, *, checkpoint_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """``<checkpoint_dir>/<config_hash>.epoch<epoch>.pt`` (the default checkpoint dir when None)."""
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir()
+    return folder / f"{config_hash(cfg, data)}.epoch{epoch}.pt"
+
+
+def _snapshot_file(folder: Path, key: str, epoch: int) -> Path:
+    return folder / f"{key}.epoch{epoch}.pt"
+
+
+def _read_snapshot(path: Path, key: str, epoch: int, fix: str, map_location: str | torch.device) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"no snapshot of config {key} at epoch {epoch}: {path} does not exist; {fix}")
+    state = load_checkpoint(path, map_location=map_location)
+    if state.get("kind") != "snapshot" or state.get("config_hash") != key or state.get("epoch") != epoch:
+        raise RuntimeError(
+            f"{path} is not the epoch-{epoch} snapshot of config {key}; delete it and train that config again"
+        )
+    return state
+
+
+def load_snapshot(
+    cfg: TrainConfig,
+    data: ImageData,
+    epoch: int,
+    *,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """The model of ``cfg`` on ``data`` as it was after ``epoch`` (kept by ``keep_epochs``), in eval mode.
+
+    Builds ``cfg.model`` for ``data`` and loads the weights of
+    :func:`snapshot_path`; ``checkpoint_dir`` defaults to
+    :func:`default_checkpoint_dir`. An epoch not in ``cfg.keep_epochs`` raises
+    ``ValueError``; a missing file raises ``FileNotFoundError`` naming the fix. The
+    snapshot's epoch and test accuracy are in ``training.load_checkpoint(path)``.
+    """
+    if epoch not in cfg.keep_epochs:
+        raise ValueError(
+            f"epoch {epoch} is not in keep_epochs {cfg.keep_epochs} of this config, so no snapshot of it is "
+            f"kept; add it to TrainConfig(keep_epochs=...) and train again"
+        )
+    path = snapshot_path(cfg, data, epoch, checkpoint_dir=checkpoint_dir)
+    fix = (
+        f"run training.train(None, data, cfg, checkpoint_dir={str(path.parent)!r}) first "
+        "(it writes the snapshots of keep_epochs), or pass the checkpoint_dir it used"
+    )
+    state = _read_snapshot(path, config_hash(cfg, data), epoch, fix, device)
+    channels, height, _ = data.image_shape
+    model = models.build_model(cfg.model, data.num_classes, channels, height, seed=cfg.seed)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _snapshots_written(folder: Path | None, key: str, epochs: tuple[int, ...]) -> dict[int, Path]:
+    if folder is None:
+        return {}
+    return {e: _snapshot_file(folder, key, e) for e in epochs if _snapshot_file(folder, key, e).exists()}
 
 
 # =========================================================================== the loop
@@ -610,6 +853,11 @@ def train(
     one built from ``cfg.objective``/``cfg.objective_params`` (for instance a
     stateful instance); its ``name`` must equal ``cfg.objective``.
 
+    ``cfg.keep_epochs`` and ``cfg.init_from`` need ``checkpoint_dir`` (snapshots
+    live next to the checkpoints); with ``cfg.init_from`` a given model's weights
+    are replaced by the snapshot's. ``cfg.frozen`` parameters are not trained (see
+    the module docstring); the model's ``requires_grad`` flags are restored on return.
+
     Everything is validated before any compute; a non-finite epoch loss raises
     ``FloatingPointError`` (lower ``lr``) without overwriting the last checkpoint.
     """
@@ -623,44 +871,65 @@ def train(
             f"{cfg.objective!r}; set TrainConfig(objective=...) to its name so checkpoints stay distinct"
         )
     key = config_hash(cfg, data)
+    if checkpoint_dir is None and (cfg.keep_epochs or cfg.init_from is not None):
+        field = "keep_epochs" if cfg.keep_epochs else "init_from"
+        raise ValueError(
+            f"TrainConfig({field}=...) needs snapshot files: pass train(..., checkpoint_dir=...) "
+            "(e.g. training.default_checkpoint_dir())"
+        )
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     channels, height, _ = data.image_shape
     if model is None:
         model = models.build_model(cfg.model, data.num_classes, channels, height, seed=cfg.seed)
     else:
         _check_model(model, cfg, data)
+    frozen_names = frozen_parameter_names(model, cfg.frozen)
+    if frozen_names and len(frozen_names) == len(list(model.parameters())):
+        raise ValueError(f"frozen={cfg.frozen} freezes every parameter of {cfg.model}; leave some to train")
+    init_state = None
+    if cfg.init_from is not None and not (folder / f"{key}.pt").exists():
+        parent, init_epoch = cfg.init_from["config_hash"], cfg.init_from["epoch"]
+        init_state = _read_snapshot(
+            _snapshot_file(folder, parent, init_epoch), parent, init_epoch,
+            f"train the parent config with keep_epochs including {init_epoch} and "
+            f"checkpoint_dir={str(folder)!r} first", "cpu",
+        )
+        if init_state["config"]["model"] != cfg.model:
+            raise ValueError(
+                f"init_from names a snapshot of a {init_state['config']['model']!r}, but cfg.model is "
+                f"{cfg.model!r}; set TrainConfig(model=...) to the parent's model"
+            )
     if cfg.train_subset is not None or cfg.test_subset is not None:
         data = data.subset(cfg.train_subset, cfg.test_subset, seed=cfg.subset_seed)
     n_train = len(data.train_y)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    first_epoch = cfg.start_epoch
+    total_steps = (cfg.epochs - first_epoch) * steps_per_epoch
     _check_schedule(cfg, total_steps)
 
     device = torch.device(device) if device is not None else _default_device()
     cuda = device.type == "cuda"
     channels_last = cuda and cfg.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if init_state is not None:
+        model.load_state_dict(init_state["model"])
     model.to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
+    # frozen parameters are not given to the optimizer: nothing (weight decay, momentum, Adam state) moves them
+    optimizer = _make_optimizer([p for n, p in model.named_parameters() if n not in frozen_names], cfg)
     scheduler = _make_scheduler(optimizer, cfg, total_steps)
     loss_fn = BatchLoss(
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         device.type,
         torch.bfloat16 if (cuda and cfg.amp) else None,
     )
-    path = Path(checkpoint_dir) / f"{key}.pt" if checkpoint_dir is not None else None
+    path = folder / f"{key}.pt" if folder is not None else None
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
 
     with torch.random.fork_rng(devices=rng_devices):  # the caller's global RNG is left untouched
         torch.manual_seed(cfg.seed)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         history: list[EpochStats] = []
-        start_epoch = 0
+        start_epoch = first_epoch
         if path is not None and path.exists():
             state = load_checkpoint(path, map_location=device)
             if state.get("config_hash") != key:
@@ -669,10 +938,17 @@ def train(
             history = [EpochStats(**record) for record in state["history"]]
             start_epoch = int(state["epoch"])
             if state["finished"]:
+                snapshots = _snapshots_written(folder, key, cfg.keep_epochs)
+                missing = sorted(set(cfg.keep_epochs) - set(snapshots))
+                if missing:
+                    raise FileNotFoundError(
+                        f"the snapshots of epochs {missing} of finished run {key} are missing from {folder}; "
+                        f"delete {path} to train again (that rewrites every snapshot)"
+                    )
                 model.eval()
                 return TrainResult(
                     model, cfg, history, history[-1].test_accuracy, key, path,
-                    epochs_trained=0, resumed_from_epoch=start_epoch, from_cache=True,
+                    epochs_trained=0, resumed_from_epoch=start_epoch, from_cache=True, snapshots=snapshots,
                 )
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -684,16 +960,42 @@ def train(
                 objective.load_state_dict(state["objective"])
 
         data = data.to(device)
+
+        def keep_snapshot(epoch: int, accuracy: float) -> None:
+            atomic_save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "kind": "snapshot",
+                    "config_hash": key,
+                    "config": cfg.to_dict(),
+                    "data": json.loads(json.dumps(data.provenance(), default=str)),
+                    "epoch": epoch,
+                    "test_accuracy": accuracy,
+                    "model": model.state_dict(),
+                    "torch_version": str(torch.__version__),
+                    "device": str(device),
+                },
+                _snapshot_file(folder, key, epoch),
+            )
+
         from tqdm import tqdm  # plain text bars: readable in papermill logs and notebooks
 
         bar = tqdm(
             total=total_steps,
-            initial=start_epoch * steps_per_epoch,
+            initial=(start_epoch - first_epoch) * steps_per_epoch,
             disable=not progress,
             desc=f"train {cfg.model}",
             unit="step",
         )
+        frozen_params = [p for n, p in model.named_parameters() if n in frozen_names]
+        frozen_start = [p.detach().clone() for p in frozen_params]
+        grad_flags = [p.requires_grad for p in frozen_params]
         try:
+            for p in frozen_params:
+                p.requires_grad_(False)
+            if start_epoch == first_epoch and first_epoch in cfg.keep_epochs:
+                keep_snapshot(first_epoch, evaluate_accuracy(
+                    model, data.test_x, data.test_y, data.normalize, cfg.eval_batch_size))
             for epoch in range(start_epoch, cfg.epochs):
                 started = time.perf_counter()
                 model.train()
@@ -708,6 +1010,8 @@ def train(
                     xb = data.normalize(xb).contiguous(memory_format=memory_format)
                     optimizer.zero_grad(set_to_none=True)
                     loss = objective(model, xb, yb, loss_fn)
+                    for p in frozen_params:  # selective backpropagation: no gradient reaches them
+                        p.grad = None
                     step_lr = optimizer.param_groups[0]["lr"]
                     optimizer.step()
                     scheduler.step()
@@ -718,6 +1022,12 @@ def train(
                     raise FloatingPointError(
                         f"the training loss of epoch {epoch + 1} is {train_loss}; lower TrainConfig(lr=...) "
                         "(the last good checkpoint is kept)"
+                    )
+                moved = [n for n, p, p0 in zip(frozen_names, frozen_params, frozen_start) if not torch.equal(p, p0)]
+                if moved:
+                    raise RuntimeError(
+                        f"frozen parameters {moved[:5]} changed during epoch {epoch + 1}: the objective "
+                        f"{cfg.objective!r} writes to parameters with requires_grad=False; make it skip them"
                     )
                 accuracy = evaluate_accuracy(model, data.test_x, data.test_y, data.normalize, cfg.eval_batch_size)
                 history.append(
@@ -731,6 +1041,8 @@ def train(
                 )
                 bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.4f}", acc=f"{accuracy:.4f}")
                 finished = epoch + 1 == cfg.epochs
+                if epoch + 1 in cfg.keep_epochs:
+                    keep_snapshot(epoch + 1, accuracy)
                 if path is not None and (finished or (epoch + 1) % cfg.checkpoint_every == 0):
                     atomic_save(
                         {
@@ -755,9 +1067,12 @@ def train(
                     )
         finally:
             bar.close()
+            for p, flag in zip(frozen_params, grad_flags):
+                p.requires_grad_(flag)
 
     model.eval()
     return TrainResult(
         model, cfg, history, history[-1].test_accuracy, key, path,
         epochs_trained=cfg.epochs - start_epoch, resumed_from_epoch=start_epoch, from_cache=False,
+        snapshots=_snapshots_written(folder, key, cfg.keep_epochs),
     )

@@ -1,6 +1,10 @@
 """The data layer: source order, checksums, clear errors, tensors and provenance."""
 import gzip
+import io as _io
 import shutil
+import tarfile
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,8 @@ from paramstress import data
 
 
 def test_unknown_dataset_names_the_known_ones():
-    with pytest.raises(data.UnknownDataset, match="known: cifar10, cifar10-jpeg, fashion-mnist, mnist"):
+    with pytest.raises(data.UnknownDataset,
+                       match="known: cifar10, cifar10-jpeg, fashion-mnist, imagenet-val, mnist, tiny-imagenet"):
         data.load("mnistt")
 
 
@@ -124,3 +129,265 @@ def test_cifar10_jpeg_from_mirror(mirror):
 def test_cifar10_official_missing_offline_names_the_batches(empty_root):
     with pytest.raises(data.DataNotFound, match="cifar-10-batches-py/data_batch_1"):
         data.load("cifar10")
+
+
+# ----------------------------------------------------------------------------- ImageNet family (stand-in archives)
+TINY_WNIDS = ["n03000000", "n01000000", "n02000000"]  # wnids.txt order is not the class order
+
+
+def _image_bytes(arr: np.ndarray) -> bytes:
+    """PNG bytes (lossless, so decoded pixels are exact) under a .JPEG name, as PIL sniffs content."""
+    from PIL import Image
+
+    out = _io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _pixels(seed: int, h: int, w: int, gray: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w) if gray else (h, w, 3), dtype=np.uint8)
+
+
+def _tiny_standin(folder) -> tuple[dict, dict]:
+    """A 3-class Tiny ImageNet: 2 train images per class (one grayscale), 4 val images; returns the
+    expected (label, pixels) of each train and val file."""
+    top = "tiny-imagenet-200"
+    entries, train, val = {}, {}, {}
+    entries[f"{top}/wnids.txt"] = ("\n".join(TINY_WNIDS) + "\n").encode()
+    entries[f"{top}/words.txt"] = b"n01000000\tfirst\n"
+    for k, wnid in enumerate(TINY_WNIDS):
+        entries[f"{top}/train/{wnid}/{wnid}_boxes.txt"] = b"ignored"
+        for i in range(2):
+            arr = _pixels(10 * k + i, 64, 64, gray=(i == 1))
+            entries[f"{top}/train/{wnid}/images/{wnid}_{i}.JPEG"] = _image_bytes(arr)
+            train[(sorted(TINY_WNIDS).index(wnid), f"{wnid}_{i}.JPEG")] = arr
+    lines = []
+    for i, wnid in enumerate(["n02000000", "n03000000", "n01000000", "n02000000"]):
+        arr = _pixels(100 + i, 64, 64)
+        entries[f"{top}/val/images/val_{i}.JPEG"] = _image_bytes(arr)
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+        val[f"val_{i}.JPEG"] = (sorted(TINY_WNIDS).index(wnid), arr)
+    entries[f"{top}/val/val_annotations.txt"] = ("\n".join(lines) + "\n").encode()
+    entries[f"{top}/test/images/test_0.JPEG"] = _image_bytes(_pixels(999, 64, 64))
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / "tiny-imagenet-200.zip", "w") as zf:
+        for name, blob in entries.items():
+            zf.writestr(name, blob)
+    return train, val
+
+
+@pytest.fixture
+def tiny(tmp_path, empty_root, monkeypatch):
+    """A stand-in tiny-imagenet-200.zip in a mirror, with the expected MD5 and sizes patched to it."""
+    mirror = tmp_path / "mirror"
+    train, val = _tiny_standin(mirror)
+    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", data.md5_file(mirror / "tiny-imagenet-200.zip"))
+    monkeypatch.setattr(data, "TINY_IMAGENET_SIZES", (6, 4, 3, 64))
+    monkeypatch.setenv("PARAMSTRESS_DATA_MIRROR", str(mirror))
+    return mirror, train, val
+
+
+def _expected_tiny(train, val):
+    tx = np.stack([np.broadcast_to(a[..., None], (64, 64, 3)) if a.ndim == 2 else a
+                   for _, a in sorted(train.items())]).transpose(0, 3, 1, 2)
+    vx = np.stack([val[f][1] for f in sorted(val)]).transpose(0, 3, 1, 2)
+    return tx, [k[0] for k in sorted(train)], vx, [val[f][0] for f in sorted(val)]
+
+
+def test_tiny_imagenet_from_zip(tiny, empty_root, monkeypatch):
+    mirror, train, val = tiny
+    assert data.verify("tiny-imagenet") == f"mirror: {mirror}"
+    d = data.load("tiny-imagenet")
+    tx, ty, vx, vy = _expected_tiny(train, val)
+    assert d.train_x.dtype == torch.uint8 and d.train_x.shape == (6, 3, 64, 64) and d.test_x.shape == (4, 3, 64, 64)
+    assert torch.equal(d.train_x, torch.from_numpy(tx)) and d.train_y.tolist() == ty == [0, 0, 1, 1, 2, 2]
+    assert torch.equal(d.test_x, torch.from_numpy(vx)) and d.test_y.tolist() == vy == [1, 2, 0, 1]
+    assert d.classes == sorted(TINY_WNIDS)
+    assert d.files == {"tiny-imagenet-200.zip": data.TINY_IMAGENET_MD5}
+    assert d.source == f"mirror: {mirror}"
+    # decoded once: the second load reads the cached tensors from the data root
+    assert (empty_root / "cache" / f"tiny-imagenet-{data.TINY_IMAGENET_MD5}.pt").exists()
+    monkeypatch.setattr(data, "decode_tiny_imagenet", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = data.load("tiny-imagenet")
+    assert torch.equal(again.train_x, d.train_x) and again.checksum == d.checksum
+
+
+def test_tiny_imagenet_from_extracted_folder(tiny, empty_root, monkeypatch):
+    mirror, train, val = tiny
+    from_zip = data.load("tiny-imagenet")
+    with zipfile.ZipFile(mirror / "tiny-imagenet-200.zip") as zf:
+        zf.extractall(empty_root)
+    d = data.load("tiny-imagenet")  # the data root's folder is preferred over the mirror's zip
+    assert d.source == f"root: {empty_root}"
+    assert torch.equal(d.train_x, from_zip.train_x) and torch.equal(d.test_y, from_zip.test_y)
+    assert list(d.files) == ["tiny-imagenet-200/"] and d.checksum != from_zip.checksum
+    assert data.verify("tiny-imagenet").startswith("root: ")
+    # any change of a file is a new decode with a new checksum
+    first = d.checksum
+    (empty_root / "tiny-imagenet-200" / "val" / "images" / "val_0.JPEG").write_bytes(
+        _image_bytes(_pixels(7, 64, 64)))
+    changed = data.load("tiny-imagenet")
+    assert changed.checksum != first and not torch.equal(changed.test_x[0], d.test_x[0])
+
+
+def test_tiny_imagenet_checksum_and_size_checks(tiny, monkeypatch):
+    mirror, _, _ = tiny
+    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", "90528d7ca1a48142e341f4ef8d21d0de")  # the real archive's
+    with pytest.raises(data.ChecksumMismatch, match="delete it and load again"):
+        data.load("tiny-imagenet")
+    with pytest.raises(data.ChecksumMismatch):
+        data.verify("tiny-imagenet")
+    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", data.md5_file(mirror / "tiny-imagenet-200.zip"))
+    monkeypatch.setattr(data, "TINY_IMAGENET_SIZES", (100_000, 10_000, 200, 64))
+    with pytest.raises(ValueError, match="100,000/10,000 images of 200 classes"):
+        data.load("tiny-imagenet")
+
+
+def test_tiny_imagenet_missing_offline_names_both_forms(empty_root):
+    with pytest.raises(data.DataNotFound) as err:
+        data.load("tiny-imagenet")
+    msg = str(err.value)
+    assert str(empty_root / "tiny-imagenet-200.zip") in msg and "tiny-imagenet-200/" in msg
+    assert "PARAMSTRESS_DATA_MIRROR" in msg and "cs231n.stanford.edu" in msg
+
+
+def test_tiny_imagenet_download_uses_the_public_url_and_md5(tmp_path, empty_root, monkeypatch):
+    standin = tmp_path / "standin"
+    _tiny_standin(standin)
+    md5 = data.md5_file(standin / "tiny-imagenet-200.zip")
+    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", md5)
+    monkeypatch.setattr(data, "TINY_IMAGENET_SIZES", (6, 4, 3, 64))
+    monkeypatch.setenv("PARAMSTRESS_OFFLINE", "0")
+    calls = []
+
+    def fake_download_url(url, root, filename=None, md5=None):  # torchvision's signature
+        calls.append((url, filename, md5))
+        shutil.copy(standin / "tiny-imagenet-200.zip", Path(root) / filename)
+
+    import torchvision.datasets.utils as tvu
+
+    monkeypatch.setattr(tvu, "download_url", fake_download_url)
+    d = data.load("tiny-imagenet")
+    assert calls == [("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "tiny-imagenet-200.zip", md5)]
+    assert d.source.startswith("download: ") and (empty_root / "tiny-imagenet-200.zip").exists()
+    assert [p.name for p in empty_root.iterdir() if p.name.startswith(".download")] == []
+
+
+IMAGENET_WNIDS = ["n03000000", "n01000000", "n02000000"]
+# (wnid, height, width, grayscale) of each validation image, in file order
+IMAGENET_IMAGES = [("n02000000", 300, 260, False), ("n03000000", 260, 400, True),
+                   ("n01000000", 256, 256, False), ("n02000000", 500, 333, False)]
+
+
+def _reference_crop(arr: np.ndarray) -> np.ndarray:
+    """torchvision's reference ImageNet evaluation crop, computed with torchvision.transforms."""
+    from PIL import Image
+    from torchvision import transforms
+
+    img = Image.fromarray(arr).convert("RGB")
+    return np.asarray(transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])(img))
+
+
+def _imagenet_folder_standin(root: Path) -> tuple[np.ndarray, list[int]]:
+    xs, ys = [], []
+    for i, (wnid, h, w, gray) in enumerate(IMAGENET_IMAGES):
+        arr = _pixels(200 + i, h, w, gray)
+        path = root / "imagenet" / "val" / wnid / f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_image_bytes(arr))
+    for i, (wnid, h, w, gray) in sorted(enumerate(IMAGENET_IMAGES), key=lambda t: (t[1][0], t[0])):
+        xs.append(_reference_crop(_pixels(200 + i, h, w, gray)))
+        ys.append(sorted(IMAGENET_WNIDS).index(wnid))
+    return np.stack(xs).transpose(0, 3, 1, 2), ys
+
+
+def _imagenet_archive_standin(root: Path) -> None:
+    import scipy.io
+
+    folder = root / "imagenet"
+    folder.mkdir(parents=True)
+    with tarfile.open(folder / "ILSVRC2012_img_val.tar", "w") as tar:
+        for i, (_, h, w, gray) in enumerate(IMAGENET_IMAGES):
+            blob = _image_bytes(_pixels(200 + i, h, w, gray))
+            info = tarfile.TarInfo(f"ILSVRC2012_val_{i + 1:08d}.JPEG")
+            info.size = len(blob)
+            tar.addfile(info, _io.BytesIO(blob))
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
+              "wordnet_height", "num_train_images"]
+    synsets = np.zeros((4,), dtype=[(f, "O") for f in fields])
+    ids = {"n03000000": 1, "n01000000": 2, "n02000000": 3}  # ILSVRC ids are not in wnid order
+    for k, (wnid, ident) in enumerate(ids.items()):
+        synsets[k] = (ident, wnid, "a, b", "g", 0, np.array([]), 0, 1)
+    synsets[3] = (1001, "n00001740", "entity", "g", 2, np.array([1, 2]), 5, 0)  # not a leaf: ignored
+    meta = _io.BytesIO()
+    scipy.io.savemat(meta, {"synsets": synsets})
+    truth = "".join(f"{ids[w]}\n" for w, *_ in IMAGENET_IMAGES).encode()
+    with tarfile.open(folder / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        for name, blob in [("ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue()),
+                           ("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, _io.BytesIO(blob))
+
+
+def test_imagenet_val_from_class_folders(tmp_path, empty_root, monkeypatch):
+    mirror = tmp_path / "mirror"
+    expected_x, expected_y = _imagenet_folder_standin(mirror)
+    monkeypatch.setenv("PARAMSTRESS_DATA_MIRROR", str(mirror))
+    monkeypatch.setattr(data, "IMAGENET_VAL_SIZES", (4, 3))
+    d = data.load("imagenet-val")
+    assert d.train_x.shape == (0, 3, 224, 224) and d.train_y.shape == (0,) and d.train_y.dtype == torch.int64
+    assert d.image_shape == (3, 224, 224) and d.num_classes == 3
+    assert d.test_x.dtype == torch.uint8 and torch.equal(d.test_x, torch.from_numpy(expected_x))
+    assert d.test_y.tolist() == expected_y == [0, 1, 1, 2]
+    assert d.mean == (0.485, 0.456, 0.406) and d.std == (0.229, 0.224, 0.225)
+    assert d.classes == sorted(IMAGENET_WNIDS) and list(d.files) == ["imagenet/val/"]
+    assert d.summary()["train"] == 0 and d.subset(test=2).test_x.shape == (2, 3, 224, 224)
+    assert data.verify("imagenet-val") == f"mirror: {mirror / 'imagenet'}"
+    # evaluation only: the training loop says so before any compute
+    from paramstress import training
+
+    with pytest.raises(ValueError, match="evaluation-only"):
+        training.train(None, d, training.TrainConfig(model="resnet34_imagenet"), progress=False)
+
+
+def test_imagenet_val_from_official_archives(tmp_path, empty_root, monkeypatch):
+    folder_copy = tmp_path / "folder"
+    expected_x, expected_y = _imagenet_folder_standin(folder_copy)
+    mirror = tmp_path / "mirror"
+    _imagenet_archive_standin(mirror)
+    monkeypatch.setenv("PARAMSTRESS_DATA_MIRROR", str(mirror))
+    monkeypatch.setattr(data, "IMAGENET_VAL_SIZES", (4, 3))
+    with pytest.raises(data.ChecksumMismatch, match="official ILSVRC2012"):  # torchvision's MD5s
+        data.verify("imagenet-val")
+    for attr, name in (("IMAGENET_VAL_TAR", "ILSVRC2012_img_val.tar"), ("IMAGENET_DEVKIT", "ILSVRC2012_devkit_t12.tar.gz")):
+        monkeypatch.setattr(data, attr, (name, data.md5_file(mirror / "imagenet" / name)))
+    data.verify("imagenet-val")
+    d = data.load("imagenet-val")
+    # file order in the archive, labels from the devkit's ids mapped to sorted wnids
+    assert d.test_y.tolist() == [sorted(IMAGENET_WNIDS).index(w) for w, *_ in IMAGENET_IMAGES] == [1, 2, 0, 1]
+    # the same pixels as the class-folder layout, in the other order
+    folder_order = sorted(range(4), key=lambda i: (IMAGENET_IMAGES[i][0], i))
+    for row, i in enumerate(folder_order):
+        assert torch.equal(d.test_x[i], torch.from_numpy(expected_x[row].copy()))
+    assert set(d.files) == {"ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"}
+
+
+def test_imagenet_val_incomplete_is_refused(tmp_path, empty_root, monkeypatch):
+    _imagenet_folder_standin(empty_root)
+    with pytest.raises(ValueError, match="complete validation set"):
+        data.load("imagenet-val")  # 3 classes, not 1000: label indices would not match the weights
+
+
+@pytest.mark.parametrize("offline", ["1", "0"])
+def test_imagenet_val_missing_names_files_and_variable(empty_root, monkeypatch, offline):
+    monkeypatch.setenv("PARAMSTRESS_OFFLINE", offline)
+    with pytest.raises(data.DataNotFound) as err:
+        data.load("imagenet-val")
+    msg = str(err.value)
+    for needle in ("ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz", "val/<wnid>/",
+                   str(empty_root / "imagenet"), "PARAMSTRESS_DATA_MIRROR"):
+        assert needle in msg
+    if offline == "0":
+        assert "cannot be downloaded" in msg and "image-net.org" in msg

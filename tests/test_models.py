@@ -12,6 +12,8 @@ import paramstress  # noqa: F401  (registers the torchvision shim before torchvi
 from paramstress import models
 
 CIFAR_RESNETS = ["resnet18_cifar", "resnet34_cifar"]
+# torchvision's ImageNet-style nets of Pravin et al. (2023)
+TORCHVISION_NETS = ["resnet18", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0", "shufflenet_v2_x0_5"]
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -81,7 +83,10 @@ def test_unknown_name_lists_valid_names() -> None:
         models.build_model("vgg16", 10, 3, 32)
     for name in models.MODEL_NAMES:
         assert name in str(info.value)
-    assert set(models.MODEL_NAMES) == {"small_cnn", "resnet18_cifar", "resnet34_cifar", "resnet34_imagenet"}
+    assert set(models.MODEL_NAMES) == {
+        "small_cnn", "resnet18_cifar", "resnet18_cifar_w16", "resnet34_cifar", "resnet34_imagenet",
+        *TORCHVISION_NETS,
+    }
 
 
 def test_bad_dimensions_raise() -> None:
@@ -168,3 +173,69 @@ def test_resnet34_imagenet_pretrained_shape_mismatch() -> None:
         models.build_model("resnet34_imagenet", 10, 3, 32)
     with pytest.raises(ValueError, match="unknown weights"):
         models.build_model("resnet34_imagenet", 1000, 3, 224, weights="IMAGENET1K_V9")
+
+
+# ----------------------------------------------------------------------------- torchvision nets (Pravin et al. 2023)
+# first convolution of each torchvision architecture, and its torchvision ImageNet shape
+_FIRST = {
+    "resnet18": ("conv1", (64, 3, 7, 7), 2, 3, False),
+    "resnet50": ("conv1", (64, 3, 7, 7), 2, 3, False),
+    "squeezenet1_1": ("features.0", (64, 3, 3, 3), 2, 0, True),
+    "shufflenet_v2_x1_0": ("conv1.0", (24, 3, 3, 3), 2, 1, False),
+    "shufflenet_v2_x0_5": ("conv1.0", (24, 3, 3, 3), 2, 1, False),
+}
+
+
+@pytest.mark.parametrize("name", TORCHVISION_NETS)
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_torchvision_net_builds_and_runs(name: str, channels: int, size: int) -> None:
+    model = models.build_model(name, 10, channels, size, seed=0).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, size, size))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    path, shape, stride, padding, bias = _FIRST[name]
+    conv = model.get_submodule(path)
+    assert isinstance(conv, nn.Conv2d)
+    assert tuple(conv.weight.shape) == (shape[0], channels, *shape[2:])
+    assert conv.stride == (stride, stride) and conv.padding == (padding, padding)
+    assert (conv.bias is not None) == bias
+    # exactly one convolution sees the input channels (the stem), the rest is torchvision's
+    first_convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == channels]
+    assert first_convs[0] is conv
+
+
+@pytest.mark.parametrize("name", TORCHVISION_NETS)
+def test_torchvision_net_three_channels_is_torchvision_unchanged(name: str) -> None:
+    import torchvision
+
+    ours = models.build_model(name, 7, 3, 32, seed=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        reference = getattr(torchvision.models, name)(weights=None, num_classes=7)
+    a, b = ours.state_dict(), reference.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", TORCHVISION_NETS)
+def test_torchvision_net_gray_stem_is_initialised(name: str) -> None:
+    """The replaced 1-channel stem is a fresh, non-degenerate init, and seeds differ."""
+    path = _FIRST[name][0]
+    a = models.build_model(name, 10, 1, 28, seed=0).get_submodule(path)
+    b = models.build_model(name, 10, 1, 28, seed=1).get_submodule(path)
+    assert a.weight.std() > 0 and not torch.equal(a.weight, b.weight)
+    if a.bias is not None:
+        assert torch.equal(a.bias, torch.zeros_like(a.bias))  # SqueezeNet inits biases to 0
+
+
+def test_squeezenet_needs_17_pixels_and_works_on_28() -> None:
+    model = models.build_model("squeezenet1_1", 10, 1, 17, seed=0).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 17, 17)).shape == (1, 10)
+    with pytest.raises(ValueError, match="image_size >= 17"):
+        models.build_model("squeezenet1_1", 10, 1, 16)
+
+
+def test_shufflenet_widths_differ() -> None:
+    small = sum(p.numel() for p in models.build_model("shufflenet_v2_x0_5", 10, 3, 32).parameters())
+    large = sum(p.numel() for p in models.build_model("shufflenet_v2_x1_0", 10, 3, 32).parameters())
+    assert small == 352_042 and large == 1_263_854

@@ -276,6 +276,10 @@ ALTERNATIVES = {
     "eval_batch_size": 512,
     "amp": False,
     "channels_last": False,
+    "optimizer": "adam",
+    "keep_epochs": (1,),
+    "frozen": ("conv1",),
+    "init_from": {"config_hash": "0123456789abcdef0123", "epoch": 1},
 }
 
 
@@ -521,3 +525,254 @@ def test_objective_registry_rejects_clashes() -> None:
             def __call__(self, model, x, y, loss_fn):
                 raise NotImplementedError
     assert isinstance(training.make_objective("cross_entropy"), CrossEntropy)
+
+
+# ----------------------------------------------------------------------------- Adam, constant schedule, old hashes
+# config_hash values computed with the code before optimizer/keep_epochs/frozen/init_from existed:
+# cached checkpoints of existing configs must keep their keys.
+HASHES_BEFORE_NEW_FIELDS = {
+    "default": ("599154d82a58ba635779", {}),
+    "small": ("33527b1025bc8e69664e", {"model": "small_cnn"}),
+    "small_cos": ("0c171da1022734857cf8",
+                  {"model": "small_cnn", "schedule": "cosine", "warmup_fraction": 0.0, "epochs": 3, "lr": 0.05}),
+}
+
+
+@pytest.mark.parametrize("label", sorted(HASHES_BEFORE_NEW_FIELDS))
+def test_existing_config_hashes_are_unchanged(label: str) -> None:
+    expected, fields = HASHES_BEFORE_NEW_FIELDS[label]
+    assert config_hash(TrainConfig(**fields), make_data(checksum="abc")) == expected
+    # the same config with the new fields spelled out at their defaults
+    explicit = TrainConfig(**fields, optimizer="sgd", keep_epochs=[], frozen=[], init_from=None)
+    assert config_hash(explicit, make_data(checksum="abc")) == expected
+
+
+def test_adam_ignores_momentum_and_constant_ignores_warmup() -> None:
+    d = make_data(checksum="abc")
+    adam = TrainConfig(optimizer="adam", momentum=0.0, nesterov=True)  # no complaint: Adam has no momentum
+    assert config_hash(adam, d) == config_hash(TrainConfig(optimizer="adam", momentum=0.5, nesterov=False), d)
+    assert config_hash(adam, d) != config_hash(TrainConfig(), d)
+    const = TrainConfig(schedule="constant", warmup_fraction=0.0)
+    assert config_hash(const, d) == config_hash(TrainConfig(schedule="constant", warmup_fraction=0.3), d)
+    with pytest.raises(ValueError, match="sgd, adam"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="nesterov"):  # SGD still checks
+        TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True)
+
+
+def test_adam_constant_trains_with_torch_adam(data: ImageData, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[torch.optim.Optimizer] = []
+    real_init = torch.optim.Adam.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(torch.optim.Adam, "__init__", spy)
+    cfg = tiny_config(epochs=2, optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="constant",
+                      augment=False, batch_size=32)
+    result = train(None, data, cfg, progress=False)
+    assert len(built) == 1
+    group = built[0].param_groups[0]
+    assert group["weight_decay"] == 1e-4 and group["betas"] == (0.9, 0.999) and not group["decoupled_weight_decay"]
+    assert [r.lr for r in result.history] == [1e-3, 1e-3]
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.final_test_accuracy > 0.5  # chance is 0.25
+
+
+def test_seeds_differ_in_initialisation_and_data_order(data: ImageData) -> None:
+    @dataclasses.dataclass
+    class FirstBatch(CrossEntropy):
+        batches: list = dataclasses.field(default_factory=list)
+
+        def __call__(self, model, x, y, loss_fn):
+            if not self.batches:
+                self.batches.append((x.clone(), {k: v.clone() for k, v in model.state_dict().items()}))
+            return super().__call__(model, x, y, loss_fn)
+
+    seen = []
+    for seed in (0, 1, 0):
+        recorder = FirstBatch()
+        train(None, data, tiny_config(epochs=1, seed=seed, augment=False), progress=False, objective=recorder)
+        seen.append(recorder.batches[0])
+    (x0, w0), (x1, w1), (x0_again, w0_again) = seen
+    assert not torch.equal(x0, x1), "two seeds saw the same first batch"
+    assert not torch.equal(w0["0.weight"], w1["0.weight"]), "two seeds started from the same weights"
+    assert torch.equal(x0, x0_again) and all(torch.equal(w0[k], w0_again[k]) for k in w0)
+
+
+# ----------------------------------------------------------------------------- frozen layers (selective backprop)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_frozen_layers_are_bit_identical_while_others_move(data: ImageData, optimizer: str) -> None:
+    """Adam (or SGD momentum) with weight decay: a zeroed gradient alone would still move weights."""
+    frozen = ("0", "9.bias")  # the first convolution and the classifier's bias
+    model = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=3)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    cfg = tiny_config(epochs=2, optimizer=optimizer, lr=1e-2 if optimizer == "adam" else 0.05,
+                      weight_decay=0.1, frozen=frozen)
+    result = train(model, data, cfg, progress=False)
+    after = dict(result.model.named_parameters())
+    assert training.frozen_parameter_names(model, frozen) == ["0.weight", "9.bias"]
+    for name in before:
+        if name in ("0.weight", "9.bias"):
+            assert torch.equal(after[name], before[name]), f"frozen {name} moved"
+        else:
+            assert not torch.equal(after[name], before[name]), f"{name} did not train"
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+    # the control: the same config without frozen layers moves them
+    free = train(models.build_model("small_cnn", CLASSES, 1, SIZE, seed=3), data,
+                 dataclasses.replace(cfg, frozen=()), progress=False)
+    assert not torch.equal(dict(free.model.named_parameters())["0.weight"], before["0.weight"])
+
+
+def test_frozen_survives_a_two_pass_objective(data: ImageData) -> None:
+    """A SAM-like objective adds and subtracts a perturbation: (w + e) - e is not w in floats."""
+    model = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=0)
+    before = model.state_dict()["0.weight"].clone()
+    cfg = tiny_config(epochs=1, objective="test_sam_like", objective_params={"rho": 0.5}, frozen=("0",))
+    train(model, data, cfg, progress=False)
+    assert torch.equal(model.state_dict()["0.weight"], before)
+
+
+@training.register_objective("test_rogue")
+@dataclasses.dataclass
+class Rogue(CrossEntropy):
+    """Writes to every parameter, requires_grad or not (what an objective must not do)."""
+
+    name = "test_rogue"
+
+    def __call__(self, model, x, y, loss_fn):
+        loss = super().__call__(model, x, y, loss_fn)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.999)
+        return loss
+
+
+def test_objective_that_moves_frozen_weights_is_caught(data: ImageData, tmp_path: Path) -> None:
+    model = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=0)
+    with pytest.raises(RuntimeError, match="frozen parameters"):
+        train(model, data, tiny_config(epochs=1, objective="test_rogue", frozen=("0",)),
+              checkpoint_dir=tmp_path, progress=False)
+    assert os.listdir(tmp_path) == []  # no checkpoint of the broken epoch
+    assert model.get_parameter("0.weight").requires_grad
+
+
+def test_frozen_prefixes_are_module_paths() -> None:
+    model = nn.Sequential()
+    for i in range(11):
+        model.add_module(f"conv{i}", nn.Conv2d(1, 1, 1))
+    assert training.frozen_parameter_names(model, ["conv1"]) == ["conv1.weight", "conv1.bias"]
+    assert training.frozen_parameter_names(model, ["conv10.bias", "conv1.bias"]) == ["conv1.bias", "conv10.bias"]
+    with pytest.raises(ValueError, match="matches no parameter"):
+        training.frozen_parameter_names(model, ["conv"])
+
+
+def test_bad_frozen_fails_before_compute(data: ImageData, tmp_path: Path) -> None:
+    counter = CountingCE()
+    with pytest.raises(ValueError, match="matches no parameter"):
+        train(None, data, tiny_config(frozen=("conv1",)), checkpoint_dir=tmp_path, progress=False, objective=counter)
+    with pytest.raises(ValueError, match="every parameter"):
+        train(None, data, tiny_config(frozen=("0", "1", "4", "5", "9")), progress=False, objective=counter)
+    with pytest.raises(ValueError, match="frozen"):
+        tiny_config(frozen=("",))
+    assert counter.calls == 0 and os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- snapshots
+def test_snapshots_are_written_and_loadable(data: ImageData, tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=3, keep_epochs=[2, 0, 2], checkpoint_every=3)
+    assert cfg.keep_epochs == (0, 2)
+    initial = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=cfg.seed)
+    result = train(None, data, cfg, checkpoint_dir=tmp_path, progress=False)
+    key = result.config_hash
+    assert result.snapshots == {0: tmp_path / f"{key}.epoch0.pt", 2: tmp_path / f"{key}.epoch2.pt"}
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{key}.pt", f"{key}.epoch0.pt", f"{key}.epoch2.pt"])
+    assert training.snapshot_path(cfg, data, 2, checkpoint_dir=tmp_path) == result.snapshots[2]
+
+    epoch0 = training.load_snapshot(cfg, data, 0, checkpoint_dir=tmp_path)
+    assert not epoch0.training and same_weights(epoch0, initial)
+    epoch2 = training.load_snapshot(cfg, data, 2, checkpoint_dir=tmp_path)
+    state = training.load_checkpoint(result.snapshots[2])
+    assert state["epoch"] == 2 and state["test_accuracy"] == result.history[1].test_accuracy
+    assert training.evaluate_accuracy(epoch2, data.test_x, data.test_y, data.normalize) == state["test_accuracy"]
+    assert not same_weights(epoch2, result.model) and not same_weights(epoch2, epoch0)
+
+    with pytest.raises(ValueError, match="keep_epochs"):
+        training.load_snapshot(cfg, data, 1, checkpoint_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="checkpoint_dir"):
+        training.load_snapshot(cfg, data, 2, checkpoint_dir=tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        train(None, data, cfg, progress=False)  # snapshots need a folder
+    with pytest.raises(ValueError, match="outside"):
+        tiny_config(epochs=3, keep_epochs=(4,))
+
+    # a finished run is reused with its snapshots; a lost snapshot is reported with the fix
+    again = train(None, data, cfg, checkpoint_dir=tmp_path, progress=False)
+    assert again.from_cache and again.snapshots == result.snapshots
+    result.snapshots[0].unlink()
+    with pytest.raises(FileNotFoundError, match="delete"):
+        train(None, data, cfg, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_resumed_run_with_snapshots_equals_uninterrupted(data: ImageData, tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=4, keep_epochs=(0, 1, 3, 4), checkpoint_every=2, optimizer="adam", lr=1e-3,
+                      schedule="constant")
+    steps = -(-len(data.train_y) // cfg.batch_size)
+    reference = train(None, data, cfg, checkpoint_dir=tmp_path / "a", progress=False)
+
+    crashing = CountingCE(crash_at=3 * steps + 2)  # during epoch 4, after the epoch-2 checkpoint and snapshot 3
+    with pytest.raises(KeyboardInterrupt):
+        train(None, data, cfg, checkpoint_dir=tmp_path / "b", progress=False, objective=crashing)
+    key = config_hash(cfg, data)
+    assert training.load_checkpoint(tmp_path / "b" / f"{key}.pt")["epoch"] == 2
+    assert sorted(os.listdir(tmp_path / "b")) == sorted(
+        [f"{key}.pt"] + [f"{key}.epoch{e}.pt" for e in (0, 1, 3)])
+    early = {e: (tmp_path / "b" / f"{key}.epoch{e}.pt").stat().st_mtime_ns for e in (0, 1)}
+
+    resumed = train(None, data, cfg, checkpoint_dir=tmp_path / "b", progress=False)
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_trained == 2
+    assert same_weights(resumed.model, reference.model)
+    assert set(resumed.snapshots) == {0, 1, 3, 4}
+    assert {e: resumed.snapshots[e].stat().st_mtime_ns for e in (0, 1)} == early  # kept, not rewritten
+    for epoch in cfg.keep_epochs:
+        a = training.load_snapshot(cfg, data, epoch, checkpoint_dir=tmp_path / "a")
+        b = training.load_snapshot(cfg, data, epoch, checkpoint_dir=tmp_path / "b")
+        assert same_weights(a, b), f"snapshot {epoch} differs after resume"
+
+
+# ----------------------------------------------------------------------------- init_from (selective backprop chains)
+def test_init_from_starts_at_the_snapshot(data: ImageData, tmp_path: Path) -> None:
+    parent_cfg = tiny_config(epochs=2, keep_epochs=(1,), optimizer="adam", lr=1e-3, schedule="constant")
+    parent = train(None, data, parent_cfg, checkpoint_dir=tmp_path, progress=False)
+    start = {"config_hash": parent.config_hash, "epoch": 1}
+    child_cfg = dataclasses.replace(parent_cfg, epochs=3, keep_epochs=(1, 3), init_from=start, frozen=("0",))
+    child = train(None, data, child_cfg, checkpoint_dir=tmp_path, progress=False)
+    assert [r.epoch for r in child.history] == [2, 3]
+    assert child.epochs_trained == 2 and child.resumed_from_epoch == 1
+    at_start = training.load_snapshot(child_cfg, data, 1, checkpoint_dir=tmp_path)
+    assert same_weights(at_start, training.load_snapshot(parent_cfg, data, 1, checkpoint_dir=tmp_path))
+    end = training.load_snapshot(child_cfg, data, 3, checkpoint_dir=tmp_path)
+    assert torch.equal(end.get_parameter("0.weight"), at_start.get_parameter("0.weight"))
+    assert not torch.equal(end.get_parameter("4.weight"), at_start.get_parameter("4.weight"))
+
+    # the control (no frozen layers) and a later start are different cache keys
+    control = dataclasses.replace(child_cfg, frozen=())
+    later = dataclasses.replace(child_cfg, init_from={**start, "epoch": 2}, keep_epochs=(3,))
+    assert len({config_hash(c, data) for c in (child_cfg, control, later)}) == 3
+    # a given model's weights are replaced by the snapshot's: same result as model=None
+    other = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=42)
+    given = train(other, data, control, checkpoint_dir=tmp_path, progress=False)
+    assert given.model is other
+    (tmp_path / f"{given.config_hash}.pt").unlink()
+    built = train(None, data, control, checkpoint_dir=tmp_path, progress=False)
+    assert not built.from_cache and same_weights(built.model, other)
+    assert not same_weights(built.model, child.model)  # frozen layers make a difference
+    with pytest.raises(FileNotFoundError, match="keep_epochs including 2"):
+        train(None, data, later, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="epochs > 1"):
+        dataclasses.replace(child_cfg, epochs=1, keep_epochs=())
+    with pytest.raises(ValueError, match="config_hash"):
+        tiny_config(init_from={"hash": "x", "epoch": 1})
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        train(None, data, control, progress=False)
