@@ -1,0 +1,262 @@
+"""External stress (Pravin et al. 2023, Def. 3 and §4.1.1): the FGSM attack, the choice
+of its size ε by Definitions 7-9, and the parameters the adversary targets (§4.1.2,
+"Targeted parameters", Fig. 5).
+
+- FGSM (Goodfellow et al. 2015, the paper's only attack): ``x_adv = x + ε·sign(∇ₓ CE(f(x), y))``
+  on the *normalised* inputs, with no clamp to the image range, the model in eval mode
+  (batch-norm running statistics), as in the official code (:func:`fgsm`). ``ε`` is in
+  normalised units (divide by the per-channel std to get pixel units).
+- ε selection (:func:`select_epsilon`): Def. 7 (minimum attack bound: the attack must
+  misclassify inputs the model classifies correctly), Def. 8 (maximum bound: accuracy
+  stays above chance, ``100/C`` %), Def. 9 (relative attack: ε is chosen *per model and
+  dataset* so that the attack reduces every model to the same accuracy). The paper does
+  this "with a line search"; here: a coarse grid on ``(0, eps_max]`` brackets the first
+  ε whose adversarial accuracy falls to the shared ``target_accuracy``, then bisection
+  narrows the bracket until the accuracy is within ``tol`` points of the target. The
+  whole curve of evaluated (ε, accuracy) pairs is returned.
+- Targeted parameters (:func:`targeted_parameters`): the paper compares the filtering
+  responses on clean and adversarial data (its matrices of Eqs. 11-12) point by point;
+  where the adversarial response falls below the clean one the removed parameters are
+  those the adversary relies on ("negatively affecting"); where it rises above, removing
+  them helps against the adversary ("positively"); within a tolerance, "invariant".
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "fgsm",
+    "adversarial_accuracy",
+    "EpsilonChoice",
+    "select_epsilon",
+    "TARGET_LABELS",
+    "targeted_parameters",
+]
+
+
+@contextlib.contextmanager
+def _attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the body; both restored afterwards."""
+    modes = [(mod, mod.training) for mod in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for mod, training in modes:
+            mod.train(training)
+
+
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0 (FGSM size in normalised input units), got {eps!r}")
+    return float(eps)
+
+
+def _check_xy(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError("x must be a floating-point tensor of normalised inputs (apply ImageData.normalize first)")
+    if len(x) != len(y) or len(y) == 0:
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batch_size: int = 1000) -> torch.Tensor:
+    """FGSM (Goodfellow et al. 2015; Pravin et al. §4.1.1): ``x + eps·sign(∇ₓ CE)``.
+
+    ``x``: normalised float inputs on the model's device; the result is a new tensor of
+    the same shape (no clamp, as in the official code). The model runs in eval mode;
+    its parameters' ``requires_grad`` flags and train/eval flags are restored. The
+    gradient of each example depends only on that example (eval mode), so the batch
+    size does not change the result. Must be called outside ``torch.inference_mode``.
+    """
+    eps = _check_eps(eps)
+    _check_xy(x, y, batch_size)
+    if torch.is_inference_mode_enabled():
+        raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    with _attack_mode(model), torch.enable_grad():
+        for start in range(0, len(y), batch_size):
+            xb = x[start:start + batch_size].detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xb), y[start:start + batch_size], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xb)
+            out[start:start + batch_size] = xb.detach() + eps * grad.sign()
+    return out
+
+
+def _predictions(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Predicted classes; -1 where the logits are not all finite (counted as wrong)."""
+    preds = []
+    with _attack_mode(model), torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size])
+            p = logits.argmax(dim=1)
+            p[~torch.isfinite(logits).all(dim=1)] = -1
+            preds.append(p)
+    return torch.cat(preds)
+
+
+def adversarial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+                         batch_size: int = 1000) -> float:
+    """Accuracy (%) of ``model`` on ``fgsm(model, x, y, eps)`` (``eps = 0``: clean)."""
+    xa = fgsm(model, x, y, eps, batch_size=batch_size) if eps > 0 else x
+    return 100.0 * float((_predictions(model, xa, batch_size) == y).double().mean())
+
+
+@dataclasses.dataclass
+class EpsilonChoice:
+    """The ε of Defs. 7-9 for one model and dataset.
+
+    ``accuracy``: adversarial accuracy (%) at ``eps``; ``target``: the shared target
+    (Def. 9); ``clean_accuracy``; ``chance`` = 100/C (Def. 8); ``flipped``: inputs the
+    model classifies correctly that the attack at ``eps`` misclassifies (Def. 7 needs
+    ``flipped > 0``); ``curve``: every evaluated (eps, accuracy), sorted by eps.
+    """
+
+    eps: float
+    accuracy: float
+    target: float
+    clean_accuracy: float
+    chance: float
+    flipped: int
+    correct_clean: int
+    curve: pd.DataFrame
+
+    @property
+    def def7(self) -> bool:
+        """Def. 7: the attack misclassifies some correctly classified inputs."""
+        return self.flipped > 0
+
+    @property
+    def def8(self) -> bool:
+        """Def. 8: the adversarial accuracy stays above chance."""
+        return self.accuracy > self.chance
+
+    def summary(self) -> dict[str, Any]:
+        return {"eps": self.eps, "adv_accuracy": self.accuracy, "target": self.target,
+                "clean_accuracy": self.clean_accuracy, "chance": self.chance, "flipped": self.flipped,
+                "def7": self.def7, "def8": self.def8, "evaluations": len(self.curve) - 1}
+
+
+def select_epsilon(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    target_accuracy: float,
+    eps_max: float = 1.0,
+    grid: int = 8,
+    tol: float = 0.5,
+    max_iter: int = 20,
+    batch_size: int = 1000,
+) -> EpsilonChoice:
+    """The FGSM size at which ``model``'s accuracy on ``(x, y)`` (normalised inputs)
+    falls to ``target_accuracy`` (%), Defs. 7-9 (see the module docstring).
+
+    ``target_accuracy`` must lie above chance (Def. 8) and below the clean accuracy
+    (Def. 7): otherwise ``ValueError`` naming the fix. The grid ``eps_max·k/grid``,
+    ``k = 1…grid``, is scanned until the accuracy is at or below the target; if it never
+    is, ``ValueError`` (raise ``eps_max``). Bisection then stops when the accuracy is
+    within ``tol`` points of the target or after ``max_iter`` steps; the evaluated ε
+    closest to the target is returned.
+    """
+    _check_xy(x, y, batch_size)
+    eps_max = _check_eps(eps_max)
+    if eps_max == 0:
+        raise ValueError("eps_max must be > 0")
+    for name, value in (("grid", grid), ("max_iter", max_iter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be > 0 (accuracy points), got {tol!r}")
+    with _attack_mode(model), torch.inference_mode():
+        num_classes = int(model(x[:1]).shape[1])
+    chance = 100.0 / num_classes
+    clean_pred = _predictions(model, x, batch_size)
+    correct = clean_pred == y
+    clean = 100.0 * float(correct.double().mean())
+    target = float(target_accuracy)
+    if not target > chance:
+        raise ValueError(f"target_accuracy {target} % is not above chance ({chance:.1f} % for {num_classes} classes): "
+                         "Def. 8 needs the attacked model above chance; choose a higher target")
+    if not target < clean:
+        raise ValueError(f"target_accuracy {target} % is not below the clean accuracy {clean:.2f} %: Def. 7 needs "
+                         "the attack to misclassify correct inputs; choose a lower target (or train the model)")
+
+    evaluated: dict[float, tuple[float, int]] = {0.0: (clean, 0)}
+
+    def acc(eps: float) -> float:
+        if eps not in evaluated:
+            pred = _predictions(model, fgsm(model, x, y, eps, batch_size=batch_size), batch_size)
+            evaluated[eps] = (100.0 * float((pred == y).double().mean()), int((correct & (pred != y)).sum()))
+        return evaluated[eps][0]
+
+    lo, hi = 0.0, None
+    for k in range(1, grid + 1):
+        e = eps_max * k / grid
+        if acc(e) <= target:
+            hi = e
+            break
+        lo = e
+    if hi is None:
+        raise ValueError(f"FGSM at eps_max = {eps_max} leaves {acc(eps_max):.2f} % accuracy, above the target "
+                         f"{target} %: raise eps_max")
+    for _ in range(max_iter):
+        if abs(acc(hi) - target) <= tol or (lo > 0 and abs(acc(lo) - target) <= tol) or hi - lo <= 1e-6 * eps_max:
+            break
+        mid = 0.5 * (lo + hi)
+        if acc(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    candidates = [e for e in evaluated if e > 0]
+    best = min(candidates, key=lambda e: (abs(evaluated[e][0] - target), e))
+    curve = pd.DataFrame([{"eps": e, "accuracy": a, "flipped": f} for e, (a, f) in sorted(evaluated.items())])
+    return EpsilonChoice(eps=best, accuracy=evaluated[best][0], target=target, clean_accuracy=clean, chance=chance,
+                         flipped=evaluated[best][1], correct_clean=int(correct.sum()), curve=curve)
+
+
+#: Labels of :func:`targeted_parameters`.
+TARGET_LABELS = ("negative", "invariant", "positive")
+
+
+def targeted_parameters(responses: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
+    """Fig. 5: the parameters targeted by the adversary, from the filtering responses of
+    :func:`paramstress.fragility.responses` (columns ``S_clean``, ``S_adv``: accuracy
+    relative to the unfiltered model, per point).
+
+    Adds ``difference = S_adv − S_clean`` and ``effect``: ``"negative"`` where removing
+    those parameters hurts the adversarial response more than the clean one by more than
+    ``tolerance`` (the adversary's accuracy depends on them: targeted), ``"positive"``
+    where it helps the adversarial response more, ``"invariant"`` otherwise. For the
+    pulse filter each row is a window of weight values ``[lower, upper]``, so the rows
+    say which weight values the adversary targets.
+    """
+    need = {"S_clean", "S_adv"}
+    if not need <= set(responses.columns):
+        raise ValueError(f"responses lacks {sorted(need - set(responses.columns))}: "
+                         "pass the frame of paramstress.fragility.responses")
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    if responses["S_adv"].isna().all():
+        raise ValueError("the responses have no adversarial accuracy: run filter_sweep with eps")
+    out = responses.copy()
+    out["difference"] = out["S_adv"] - out["S_clean"]
+    out["effect"] = np.select([out["difference"] < -tolerance, out["difference"] > tolerance],
+                              ["negative", "positive"], default="invariant")
+    return out

@@ -1,0 +1,257 @@
+"""Parameter scores: fragility, robustness and antifragility (Pravin et al. 2023, §3.2
+Defs. 4-6, §4.1.2 Eq. 10, §4.1.3 Eq. 13, §4.2 Eqs. 14-16, §4.3 "Collection of results").
+
+From the rows of :func:`paramstress.filtering.filter_sweep` (one per scope × filter ×
+threshold index ``t``):
+
+- the filtering response (§4.2, Eq. 13's ``Ŝ``): the accuracy at each threshold divided
+  by the *unfiltered* model's accuracy on the same inputs (clean for ``S_clean``,
+  adversarial for ``S_adv``), as the paper's text says; ``reference="first"`` divides
+  by the accuracy at the first threshold instead, as the official code does;
+- the baseline (Eq. 10): ``B_t = 1 − removed_t / N`` with the exact count of nonzero
+  weights removed (computed by the sweep);
+- the combined response (Eq. 13): the mean of the three filters' responses at each
+  threshold index (and the mean of their baselines);
+- the scores (Eqs. 14-16), areas by Simpson's rule (``scipy.integrate.simpson``) over
+  the threshold axis rescaled to [0, 1] (``λ_t = t/(T−1)``):
+  ``φ_clean = ∫ (S_clean − B) dλ``, ``φ_adv = ∫ (S_adv − B) dλ``,
+  ``Δφ = ∫ (S_adv − S_clean) dλ`` (the clean response is Δφ's baseline, §4.2.3);
+- normalisation to [−0.5, 0.5] (§4.3; not in the official code): the paper normalises
+  φ_clean and φ_adv together and Δφ on its own, keeping 0 as the robust mid-point.
+  ``method="maxabs"`` (default) divides by twice the largest |score| of the group, so
+  the sign — fragile below 0, antifragile above — and the zero are kept;
+  ``method="minmax"`` maps [min, max] linearly onto [−0.5, 0.5] (the literal reading,
+  which moves the zero);
+- labels (Defs. 4-6, not in the code): a score below ``−tolerance`` is *fragile*, above
+  ``+tolerance`` *antifragile*, otherwise *robust* (``tolerance = 0``: the strict
+  conditions). Labels are computed on the raw areas, whose units (fraction of the
+  unfiltered accuracy × threshold range) are the same for every layer and model.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.integrate import simpson
+
+from . import filtering as FL
+
+__all__ = [
+    "LABELS",
+    "MARKS",
+    "SCORES",
+    "baseline",
+    "combined_response",
+    "area",
+    "responses",
+    "scores",
+    "normalise",
+    "classify",
+    "label_scores",
+    "tag_columns",
+]
+
+LABELS: tuple[str, ...] = ("fragile", "robust", "antifragile")
+#: The marks of the paper's Fig. 10.
+MARKS: dict[str, str] = {"fragile": "Fr", "robust": "Ro", "antifragile": "Af"}
+SCORES: tuple[str, ...] = ("phi_clean", "phi_adv", "delta_phi")
+COMBINED = "combined"
+REFERENCES = ("unperturbed", "first")
+
+
+def baseline(removed: Any, n: Any) -> np.ndarray:
+    """Eq. 10: ``1 − removed / n`` (``removed``: nonzero weights removed at each
+    threshold; ``n``: nonzero weights of the layer or network)."""
+    removed = np.asarray(removed, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    if np.any(n <= 0):
+        raise ValueError("n (the number of weights in the scope) must be positive")
+    if np.any(removed < 0) or np.any(removed > n):
+        raise ValueError("removed must lie in [0, n]")
+    return 1.0 - removed / n
+
+
+def combined_response(*per_filter: Any) -> np.ndarray:
+    """Eq. 13: the mean over the filters of their responses at each threshold."""
+    if not per_filter:
+        raise ValueError("give at least one filter's response")
+    arrays = [np.asarray(a, dtype=np.float64) for a in per_filter]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"the filters' responses must have equal lengths, got {[a.shape for a in arrays]}")
+    return np.mean(arrays, axis=0)
+
+
+def area(values: Any, lam: Any | None = None) -> float:
+    """Simpson's rule of ``values`` over ``lam`` (default: ``T`` equal steps on [0, 1]),
+    the discrete area of Eqs. 4-6 and 14-16."""
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1 or len(y) < 3:
+        raise ValueError(f"need a 1-D curve of at least 3 thresholds, got shape {y.shape}")
+    x = np.linspace(0.0, 1.0, len(y)) if lam is None else np.asarray(lam, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"lam has shape {x.shape} but values {y.shape}")
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("lam must be strictly increasing")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("the curve has non-finite values")
+    return float(simpson(y, x=x))
+
+
+#: Sweep settings that also tell curves apart (two adversarial modes of one layer are two curves).
+CURVE_SETTINGS: tuple[str, ...] = ("range", "eps", "adversarial")
+
+
+def tag_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that identify a curve besides ``layer`` and ``filter``: the ones a
+    caller added to a filter-sweep frame (model, dataset, epoch, seed, ...: every column
+    that :func:`~paramstress.filtering.filter_sweep` does not produce itself), then the
+    sweep settings of :data:`CURVE_SETTINGS` present in the frame."""
+    own = set(FL._COLUMNS) | {"S_clean", "S_adv"} | set(SCORES) | {"T"}
+    tags = [c for c in frame.columns if c not in own and not c.startswith(tuple(f"{s}_" for s in SCORES))]
+    return tags + [c for c in CURVE_SETTINGS if c in frame.columns]
+
+
+def responses(frame: pd.DataFrame, *, reference: str = "unperturbed", combine: bool = True) -> pd.DataFrame:
+    """The filtering responses of a :func:`~paramstress.filtering.filter_sweep` frame.
+
+    Adds ``S_clean`` and ``S_adv`` (accuracy relative to ``reference``: the unfiltered
+    model, or the first threshold) to every row and, with ``combine``, rows with
+    ``filter = "combined"`` (Eq. 13) for every curve that has all three filters. Each
+    curve (tags, settings, layer, filter) must have every ``t`` in ``0…T−1`` exactly
+    once. Where the reference accuracy is 0 (e.g. an early snapshot that the attack
+    breaks completely; Def. 8 is only enforced where ε is chosen) the response is
+    undefined: NaN, and so are the scores of that curve.
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    need = {"layer", "filter", "t", "T", "lam", "baseline", "clean_accuracy", "adv_accuracy",
+            "clean_reference", "adv_reference"}
+    missing = sorted(need - set(frame.columns))
+    if missing:
+        raise ValueError(f"the frame lacks columns {missing}: pass the output of filtering.filter_sweep")
+    if frame.empty:
+        raise ValueError("the frame is empty")
+    tags = tag_columns(frame)
+    keys = [*tags, "layer", "filter"]
+    out = frame.copy()
+    for group, part in out.groupby(keys, sort=False, dropna=False):
+        T = int(part["T"].iloc[0])
+        ts = sorted(part["t"].astype(int))
+        if ts != list(range(T)):
+            raise ValueError(f"curve {dict(zip(keys, group))} has thresholds {ts}, expected 0..{T - 1} once each; "
+                             "finish or re-run its sweep")
+    for kind in ("clean", "adv"):
+        acc = out[f"{kind}_accuracy"].astype(float)
+        if reference == "unperturbed":
+            ref = out[f"{kind}_reference"].astype(float)
+        else:
+            at_first = acc.where(out["t"].astype(int) == 0)
+            ref = at_first.groupby([out[k] for k in keys], sort=False, dropna=False).transform("max")
+        out[f"S_{kind}"] = (acc / ref).where(ref > 0)  # undefined (NaN) where the reference accuracy is 0
+    out = out.sort_values([*keys, "t"], kind="stable").reset_index(drop=True)
+    if not combine:
+        return out
+    combined = []
+    for group, part in out.groupby([*tags, "layer"], sort=False, dropna=False):
+        present = set(part["filter"])
+        if not set(FL.FILTERS) <= present:
+            continue
+        part = part[part["filter"].isin(FL.FILTERS)]
+        if part.groupby("filter")["T"].first().nunique() != 1:
+            raise ValueError(f"the filters of {group} have different T; Eq. 13 combines equal threshold grids")
+        mean = part.groupby("t", sort=True).agg(
+            lam=("lam", "first"), T=("T", "first"), baseline=("baseline", "mean"),
+            fraction_removed=("fraction_removed", "mean"),
+            clean_accuracy=("clean_accuracy", "mean"), adv_accuracy=("adv_accuracy", "mean"),
+            clean_reference=("clean_reference", "first"), adv_reference=("adv_reference", "first"),
+            S_clean=("S_clean", "mean"), S_adv=("S_adv", "mean")).reset_index()
+        first = part.iloc[0]
+        for c in [*tags, "layer"]:
+            mean[c] = first[c]
+        mean["filter"] = COMBINED
+        combined.append(mean)
+    if combined:
+        out = pd.concat([out, *combined], ignore_index=True)
+    return out
+
+
+def scores(frame: pd.DataFrame, *, reference: str = "unperturbed") -> pd.DataFrame:
+    """φ_clean, φ_adv and Δφ (Eqs. 14-16) per curve (tags, layer, filter incl.
+    ``combined``), from a filter-sweep frame or its :func:`responses`."""
+    resp = frame if {"S_clean", "S_adv"} <= set(frame.columns) else responses(frame, reference=reference)
+    tags = tag_columns(resp)
+    rows = []
+    for group, part in resp.groupby([*tags, "layer", "filter"], sort=False, dropna=False):
+        part = part.sort_values("t")
+        lam = part["lam"].to_numpy(float)
+        b = part["baseline"].to_numpy(float)
+        sc = part["S_clean"].to_numpy(float)
+        sa = part["S_adv"].to_numpy(float)
+        row = dict(zip([*tags, "layer", "filter"], group))
+        row["T"] = len(part)
+        clean_ok, adv_ok = bool(np.isfinite(sc).all()), bool(np.isfinite(sa).all())
+        row["phi_clean"] = area(sc - b, lam) if clean_ok else np.nan
+        row["phi_adv"] = area(sa - b, lam) if adv_ok else np.nan
+        row["delta_phi"] = area(sa - sc, lam) if clean_ok and adv_ok else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def normalise(table: pd.DataFrame, *, by: Sequence[str] | None = None, method: str = "maxabs",
+              together: Sequence[Sequence[str]] = (("phi_clean", "phi_adv"), ("delta_phi",))) -> pd.DataFrame:
+    """Scores normalised to [−0.5, 0.5] (§4.3), added as ``<score>_norm`` columns.
+
+    Each tuple of ``together`` is normalised with one common scale (the paper: φ_clean
+    with φ_adv, Δφ on its own), within each group of ``by`` (e.g. ``["model",
+    "dataset"]``; default: the whole table). ``maxabs``: ``v / (2·max|v|)`` (0 stays 0;
+    all-zero groups stay 0); ``minmax``: ``(v − min)/(max − min) − 0.5``.
+    """
+    if method not in ("maxabs", "minmax"):
+        raise ValueError(f"method must be 'maxabs' (keeps 0 = robust) or 'minmax', got {method!r}")
+    by = list(by or [])
+    missing = [c for c in [*by, *[c for cols in together for c in cols]] if c not in table.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the table (columns: {list(table.columns)})")
+    out = table.copy()
+    groups = [part.index for _, part in out.groupby(by, sort=False, dropna=False)] if by else [out.index]
+    for cols in together:
+        cols = list(cols)
+        for c in cols:
+            out[f"{c}_norm"] = np.nan
+        for idx in groups:
+            values = out.loc[idx, cols].to_numpy(float)
+            finite = values[np.isfinite(values)]
+            if finite.size == 0:
+                continue
+            if method == "maxabs":
+                scale = 2.0 * np.abs(finite).max()
+                normed = values / scale if scale > 0 else np.zeros_like(values)
+            else:
+                lo, hi = finite.min(), finite.max()
+                normed = (values - lo) / (hi - lo) - 0.5 if hi > lo else np.zeros_like(values)
+            for k, c in enumerate(cols):
+                out.loc[idx, f"{c}_norm"] = normed[:, k]
+    return out
+
+
+def classify(values: Any, tolerance: float) -> np.ndarray:
+    """Defs. 4-6: ``"fragile"`` below ``−tolerance``, ``"antifragile"`` above
+    ``+tolerance``, ``"robust"`` in between (NaN stays ``""``)."""
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0 and np.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    v = np.asarray(values, dtype=np.float64)
+    return np.select([np.isnan(v), v < -tolerance, v > tolerance], ["", "fragile", "antifragile"], default="robust")
+
+
+def label_scores(table: pd.DataFrame, tolerance: float, columns: Sequence[str] = SCORES) -> pd.DataFrame:
+    """Adds ``<score>_label`` (fragile / robust / antifragile, :func:`classify`) and
+    ``<score>_mark`` (Fr / Ro / Af) for each score column, from the raw areas."""
+    out = table.copy()
+    for c in columns:
+        if c not in out.columns:
+            raise ValueError(f"no column {c!r} in the table: compute scores() first")
+        out[f"{c}_label"] = classify(out[c].to_numpy(float), tolerance)
+        out[f"{c}_mark"] = out[f"{c}_label"].map(lambda s: MARKS.get(s, ""))
+    return out

@@ -1,0 +1,171 @@
+"""Filtering over training: the networks of Pravin et al. (2023) trained over epochs, the
+FGSM size chosen once per model and dataset, and a synaptic-filtering sweep of every kept
+snapshot (§4.3 "Experimental set-up", §5; the data behind Figs. 5-7, 9 and 10).
+
+- Training (§4.3): torchvision's ImageNet-style networks (``models.build_model``: 1-channel
+  first convolution for MNIST-like data), cross-entropy, Adam with lr 1e-3 and default
+  betas/eps, batch 100, no weight decay, no augmentation, a constant learning rate
+  (:func:`train_config`). ``seed`` sets the initialisation *and* the data order (the
+  official code's three "seeds" share both; not copied). Snapshots are kept after the
+  listed epochs (the paper: every 10 epochs up to 100) by ``paramstress.training``.
+- Evaluation data (:func:`eval_data`): the test images the training loop itself scores
+  (``cfg.test_subset`` drawn with ``cfg.subset_seed``), so the per-epoch test accuracy of
+  training and the filtering's unfiltered accuracy are measured on the same images.
+- ε (Defs. 7-9, :func:`choose_epsilon`): one line search per model and dataset, on the
+  snapshot of the last epoch of the first seed, to an adversarial accuracy shared by all
+  models and datasets; that ε is then used at every epoch and seed of the pair.
+- Sweeps (:func:`sweep_snapshot`): :func:`paramstress.filtering.filter_sweep` of one
+  snapshot, written to a resumable CSV in ``<checkpoints>/filtering/`` whose name is a
+  digest of everything that determines the rows — the snapshot (config hash, epoch),
+  the evaluation images, T, ε, the adversarial mode, the global range, the evaluation
+  batch size and the source of the modules that compute them. A second notebook (or a
+  re-run) asking for the same rows reads them instead of recomputing them, the way
+  trained weights are reused; new layers are added to the same file. Any change to the
+  code of ``filtering``, ``adversarial`` or ``sweep`` changes the digest, so stale rows
+  are never read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import adversarial as A
+from . import filtering as FL
+from . import sweep as S
+from . import training
+from .data import ImageData
+
+__all__ = [
+    "PAPER_TRAINING",
+    "train_config",
+    "eval_data",
+    "pick_layers",
+    "cache_dir",
+    "code_digest",
+    "choose_epsilon",
+    "sweep_snapshot",
+]
+
+#: §4.3: Adam (lr 1e-3, default betas and eps), batch 100, no augmentation; no weight
+#: decay and a constant learning rate (the paper names no schedule).
+PAPER_TRAINING: dict[str, Any] = dict(optimizer="adam", lr=1e-3, batch_size=100, schedule="constant",
+                                      weight_decay=0.0, augment=False, hflip=False)
+
+
+def train_config(arch: str, *, epochs: int, keep_epochs: Sequence[int], seed: int,
+                 train_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 0,
+                 **overrides: Any) -> training.TrainConfig:
+    """The :class:`~paramstress.training.TrainConfig` of §4.3 for ``arch``, with
+    snapshots after ``keep_epochs`` and checkpoints every epoch (``overrides`` replace
+    any field, e.g. ``eval_batch_size``)."""
+    missing = [e for e in keep_epochs if not 0 <= e <= epochs]
+    if missing:
+        raise ValueError(f"snapshot epochs {missing} are outside 0..{epochs}; raise epochs or drop them")
+    settings = dict(PAPER_TRAINING, model=arch, epochs=epochs, keep_epochs=tuple(keep_epochs), seed=seed,
+                    train_subset=train_subset, test_subset=test_subset, subset_seed=subset_seed)
+    settings.update(overrides)
+    return training.TrainConfig(**settings)
+
+
+def eval_data(ds: ImageData, cfg: training.TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels that training scores for ``cfg`` (its ``test_subset``
+    drawn with ``subset_seed``; all of them when ``None``), on ``ds``'s device."""
+    sub = ds.subset(cfg.train_subset, cfg.test_subset, seed=cfg.subset_seed)
+    return sub.test_x, sub.test_y
+
+
+def pick_layers(model: nn.Module, count: int | None) -> list[str]:
+    """``count`` conv/linear layers evenly spaced through the network, always including
+    the first convolution and the last linear layer (``None`` or more than there are:
+    every layer)."""
+    layers = FL.filterable_layers(model)
+    if count is None or count >= len(layers):
+        return layers
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        raise ValueError(f"count must be None (all layers) or an integer >= 2 (first and last), got {count!r}")
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(layers) - 1, count)})
+    return [layers[i] for i in idx]
+
+
+def cache_dir() -> Path:
+    """``<checkpoints>/filtering``: cached sweeps and ε choices, beside the trained weights."""
+    return training.default_checkpoint_dir() / "filtering"
+
+
+def code_digest() -> str:
+    """Digest of the source of the modules that compute a sweep's numbers."""
+    h = hashlib.sha256()
+    for mod in (FL, A, S):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _digest(payload: Mapping[str, Any], *tensors: torch.Tensor) -> str:
+    h = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    for t in tensors:
+        flat = t.detach().to("cpu").contiguous()
+        h.update(f"{flat.dtype}{tuple(flat.shape)}".encode())
+        h.update(flat.numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def choose_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normalize, target_accuracy: float,
+                   eps_max: float, grid: int = 8, tol: float = 1.0, batch_size: int = 500,
+                   cache_key: str | None = None) -> dict[str, Any]:
+    """Defs. 7-9 for one model and dataset (:func:`paramstress.adversarial.select_epsilon`
+    on the normalised images): the summary (eps, adversarial and clean accuracy, chance,
+    flipped inputs, Def. 7/8 checks) and the evaluated curve under ``"curve"``. With
+    ``cache_key`` (e.g. the snapshot's config hash and epoch) the result is cached as JSON
+    in :func:`cache_dir`."""
+    settings = {"kind": "eps", "key": cache_key, "target": float(target_accuracy), "eps_max": float(eps_max),
+                "grid": grid, "tol": float(tol), "batch_size": batch_size, "code": code_digest()}
+    path = None
+    if cache_key is not None:
+        path = cache_dir() / f"eps.{_digest(settings, x, y)}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    xn = torch.cat([normalize(b) for b in x.split(batch_size)])
+    choice = A.select_epsilon(model, xn, y, target_accuracy=target_accuracy, eps_max=eps_max, grid=grid, tol=tol,
+                              batch_size=batch_size)
+    result = {**choice.summary(), "curve": choice.curve.to_dict(orient="list")}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(path)
+    return result
+
+
+def sweep_snapshot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normalize, tags: Mapping[str, Any],
+                   snapshot: str | None, scopes: Sequence[str], T: int, eps: float | None,
+                   adversarial: str = "fixed", global_range: Any = "true", batch_size: int = 500,
+                   filters: Sequence[str] = FL.FILTERS) -> pd.DataFrame:
+    """:func:`paramstress.filtering.filter_sweep` of one snapshot over ``scopes``, cached
+    (see the module docstring) when ``snapshot`` names it (e.g. ``"<config hash>.epoch<e>"``;
+    ``None``: not cached). ``x`` are the uint8 test images, ``normalize`` the data set's
+    normalisation. The frame's ``attrs["stats"]`` counts what this call computed."""
+    csv_path = None
+    if snapshot is not None:
+        settings = {"kind": "sweep", "snapshot": snapshot, "T": T,
+                    "eps": None if eps is None else float(eps), "adversarial": adversarial if eps is not None else None,
+                    "global_range": global_range, "batch_size": batch_size, "code": code_digest(),
+                    "tags": {k: str(v) for k, v in tags.items()}}
+        csv_path = cache_dir() / f"sweep.{_digest(settings, x, y)}.csv"
+    table = FL.filter_sweep(model, x, y, scopes=list(scopes), filters=filters, T=T, global_range=global_range,
+                            eps=eps, adversarial=adversarial, transform=normalize, batch_size=batch_size,
+                            tags=dict(tags), csv_path=csv_path, resume=True)
+    if not table.empty:  # the CSV round trip reads "global" layer names etc. as text, numbers as numbers
+        for k, v in tags.items():
+            if isinstance(v, str):
+                table[k] = table[k].astype(str)
+        table["layer"] = table["layer"].astype(str)
+    return table
+

@@ -1,0 +1,141 @@
+"""Scores of Pravin et al. (2023): baseline (Eq. 10), combined response (Eq. 13),
+φ_clean / φ_adv / Δφ (Eqs. 14-16) by Simpson's rule, normalisation and labels, on
+hand-computed curves."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from paramstress import fragility as FR
+
+T = 5
+LAM = np.linspace(0, 1, T)
+
+
+def curve(filter, clean, adv, removed, *, n=100, clean_ref=80.0, adv_ref=40.0, layer="conv1", **tags):
+    """A filter-sweep frame for one curve, with accuracies given as functions of λ."""
+    rows = []
+    for t, lam in enumerate(LAM):
+        rows.append({**tags, "layer": layer, "filter": filter, "t": t, "T": T, "lam": lam, "alpha": 0.0,
+                     "lower": 0.0, "upper": 0.0, "range": "layer", "removed": removed(lam), "nonzero": n,
+                     "total": n, "fraction_removed": removed(lam) / n, "baseline": 1 - removed(lam) / n,
+                     "clean_accuracy": clean(lam), "adv_accuracy": adv(lam), "clean_reference": clean_ref,
+                     "adv_reference": adv_ref, "eps": 0.1, "adversarial": "fixed"})
+    return pd.DataFrame(rows)
+
+
+def test_baseline_eq10():
+    assert FR.baseline([0, 25, 100], 100).tolist() == [1.0, 0.75, 0.0]
+    with pytest.raises(ValueError):
+        FR.baseline([101], 100)
+    with pytest.raises(ValueError):
+        FR.baseline([0], 0)
+
+
+def test_simpson_is_exact_on_cubics_and_checks_its_input():
+    assert FR.area(LAM ** 3 - 2 * LAM ** 2 + LAM) == pytest.approx(1 / 12, abs=1e-15)
+    assert FR.area(np.full(T, 0.3)) == pytest.approx(0.3)
+    assert FR.area(LAM, LAM) == pytest.approx(0.5)
+    x = np.linspace(0, 1, 9)
+    assert FR.area(4 * x ** 3, x) == pytest.approx(1.0, abs=1e-15)
+    with pytest.raises(ValueError, match="at least 3"):
+        FR.area([1.0, 2.0])
+    with pytest.raises(ValueError, match="increasing"):
+        FR.area([1.0, 2.0, 3.0], [0, 0.5, 0.5])
+
+
+def test_scores_on_a_hand_computed_curve():
+    # baseline 1 − λ; S_clean = 1 − λ²; S_adv = 1 − λ:
+    # φ_clean = ∫ λ − λ² = 1/6, φ_adv = 0, Δφ = ∫ (λ² − λ) = −1/6
+    frame = curve("h_a", clean=lambda l: 80 * (1 - l ** 2), adv=lambda l: 40 * (1 - l), removed=lambda l: 100 * l)
+    resp = FR.responses(frame, combine=False)
+    assert resp["S_clean"].tolist() == pytest.approx((1 - LAM ** 2).tolist())
+    assert resp["S_adv"].tolist() == pytest.approx((1 - LAM).tolist())
+    s = FR.scores(resp).iloc[0]
+    assert s["phi_clean"] == pytest.approx(1 / 6)
+    assert s["phi_adv"] == pytest.approx(0.0, abs=1e-15)
+    assert s["delta_phi"] == pytest.approx(-1 / 6)
+    # scores() also accepts the sweep frame itself
+    assert FR.scores(frame)["phi_clean"].tolist() == pytest.approx([1 / 6])
+
+
+def test_reference_first_divides_by_the_first_threshold():
+    frame = curve("h_a", clean=lambda l: 60 * (1 - l), adv=lambda l: 30 + 0 * l, removed=lambda l: 100 * l)
+    unperturbed = FR.responses(frame, combine=False)
+    first = FR.responses(frame, reference="first", combine=False)
+    assert unperturbed["S_clean"].iloc[0] == pytest.approx(60 / 80)
+    assert first["S_clean"].tolist() == pytest.approx((1 - LAM).tolist())
+    assert first["S_adv"].tolist() == pytest.approx([1.0] * T)
+    with pytest.raises(ValueError, match="reference"):
+        FR.responses(frame, reference="last")
+
+
+def test_combined_response_is_the_mean_of_the_three_filters_eq13():
+    parts = [
+        curve("h_a", clean=lambda l: 80 * (1 - l), adv=lambda l: 40 * (1 - l), removed=lambda l: 100 * l),
+        curve("h_b", clean=lambda l: 80 * (1 - l ** 2), adv=lambda l: 40 * (1 - l ** 3), removed=lambda l: 100 * l),
+        curve("h_c", clean=lambda l: 80 + 0 * l, adv=lambda l: 20 + 0 * l, removed=lambda l: 10 + 0 * l),
+    ]
+    resp = FR.responses(pd.concat(parts, ignore_index=True))
+    comb = resp[resp["filter"] == "combined"].sort_values("t")
+    expected = ((1 - LAM) + (1 - LAM ** 2) + 1) / 3
+    assert comb["S_clean"].tolist() == pytest.approx(expected.tolist())
+    assert comb["baseline"].tolist() == pytest.approx((((1 - LAM) * 2 + 0.9) / 3).tolist())
+    assert FR.combined_response(1 - LAM, 1 - LAM ** 2, np.ones(T)).tolist() == pytest.approx(expected.tolist())
+    s = FR.scores(resp).set_index("filter")
+    for col in FR.SCORES:  # the areas are linear: the combined score is the mean score
+        assert s.loc["combined", col] == pytest.approx(s.loc[["h_a", "h_b", "h_c"], col].mean())
+    # no combined row when a filter is missing
+    assert "combined" not in set(FR.responses(pd.concat(parts[:2]))["filter"])
+
+
+def test_curves_are_kept_apart_by_tags_and_layers():
+    a = curve("h_a", clean=lambda l: 80 * (1 - l), adv=lambda l: 40 * (1 - l), removed=lambda l: 100 * l, epoch=1)
+    b = curve("h_a", clean=lambda l: 80 + 0 * l, adv=lambda l: 40 + 0 * l, removed=lambda l: 100 * l, epoch=2)
+    s = FR.scores(pd.concat([a, b], ignore_index=True)).set_index("epoch")
+    assert s.loc[1, "phi_clean"] == pytest.approx(0.0, abs=1e-15)
+    assert s.loc[2, "phi_clean"] == pytest.approx(0.5)
+    assert FR.tag_columns(a) == ["epoch", "range", "eps", "adversarial"]
+
+
+def test_incomplete_curves_fail_with_the_fix_and_zero_references_give_nan():
+    frame = curve("h_a", clean=lambda l: 80 * (1 - l), adv=lambda l: 40 * (1 - l), removed=lambda l: 100 * l)
+    with pytest.raises(ValueError, match="re-run its sweep"):
+        FR.responses(frame.drop(index=2))
+    broken = FR.scores(frame.assign(adv_reference=0.0, adv_accuracy=0.0)).iloc[0]  # the attack broke the model
+    assert np.isnan(broken["phi_adv"]) and np.isnan(broken["delta_phi"]) and broken["phi_clean"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="filter_sweep"):
+        FR.responses(frame.drop(columns=["baseline"]))
+
+
+def test_normalise_maxabs_keeps_zero_and_sign_minmax_spans_the_interval():
+    table = pd.DataFrame({"model": ["a", "a", "a", "b"], "phi_clean": [-0.2, 0.1, 0.0, 3.0],
+                          "phi_adv": [0.4, 0.0, -0.1, 1.0], "delta_phi": [0.6, -0.2, 0.0, 0.0]})
+    out = FR.normalise(table, by=["model"])
+    a = out[out.model == "a"]
+    assert a["phi_clean_norm"].tolist() == pytest.approx([-0.25, 0.125, 0.0])  # scale 2·0.4, shared with φ_adv
+    assert a["phi_adv_norm"].tolist() == pytest.approx([0.5, 0.0, -0.125])
+    assert a["delta_phi_norm"].tolist() == pytest.approx([0.5, -1 / 6, 0.0])  # on its own
+    assert out[out.model == "b"]["phi_clean_norm"].iloc[0] == pytest.approx(0.5)
+    assert out[out.model == "b"]["delta_phi_norm"].iloc[0] == 0.0  # all-zero group stays 0
+    mm = FR.normalise(table[table.model == "a"], method="minmax", together=[("delta_phi",)])
+    assert mm["delta_phi_norm"].min() == -0.5 and mm["delta_phi_norm"].max() == 0.5
+    with pytest.raises(ValueError, match="maxabs"):
+        FR.normalise(table, method="zscore")
+
+
+def test_labels_with_tolerance():
+    v = [-0.1, -0.05, 0.0, 0.02, 0.2, np.nan]
+    assert FR.classify(v, 0.05).tolist() == ["fragile", "robust", "robust", "robust", "antifragile", ""]
+    assert FR.classify(v, 0.0).tolist() == ["fragile", "fragile", "robust", "antifragile", "antifragile", ""]
+    with pytest.raises(ValueError, match="tolerance"):
+        FR.classify(v, -1)
+    labelled = FR.label_scores(pd.DataFrame({"phi_clean": [-1.0], "phi_adv": [0.0], "delta_phi": [1.0]}), 0.1)
+    assert labelled[["phi_clean_mark", "phi_adv_mark", "delta_phi_mark"]].iloc[0].tolist() == ["Fr", "Ro", "Af"]
+
+
+def test_two_adversarial_modes_of_one_layer_are_two_curves():
+    fixed = curve("h_a", clean=lambda l: 80 * (1 - l), adv=lambda l: 40 * (1 - l), removed=lambda l: 100 * l)
+    regen = fixed.assign(adversarial="regenerate", adv_accuracy=fixed["adv_accuracy"] / 2)
+    s = FR.scores(pd.concat([fixed, regen], ignore_index=True)).set_index("adversarial")
+    assert s.loc["fixed", "phi_adv"] == pytest.approx(0.0, abs=1e-15)
+    assert s.loc["regenerate", "phi_adv"] == pytest.approx(FR.area(0.5 * (1 - LAM) - (1 - LAM)))
