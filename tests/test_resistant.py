@@ -1,0 +1,156 @@
+"""Table 2 helpers (paramstress.resistant): the hold-out split, the trainers, one model's
+corrupted accuracy, the search rule, the layout with the paper's numbers, and the claim."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from paramstress import corruption as C
+from paramstress import models, training
+from paramstress import resistant as R
+from paramstress.data import ImageData
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+def synthetic(n_train: int = 50, n_test: int = 20) -> ImageData:
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(n_train, dtype=torch.int64).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    y = torch.randint(0, 3, (n_train,), generator=g)
+    tx = torch.randint(0, 255, (n_test, 1, 8, 8), generator=g, dtype=torch.uint8)
+    ty = torch.randint(0, 3, (n_test,), generator=g)
+    return ImageData("synthetic", x, y, tx, ty, ["a", "b", "c"], (0.5,), (0.25,))
+
+
+def test_holdout_split_is_disjoint_and_from_the_training_split() -> None:
+    data = synthetic()
+    split = R.holdout_split(data, 30, 10, seed=1)
+    train_ids = set(split.train_x[:, 0, 0, 0].tolist())
+    val_ids = set(split.test_x[:, 0, 0, 0].tolist())
+    assert len(train_ids) == 30 and len(val_ids) == 10 and not train_ids & val_ids
+    assert train_ids | val_ids <= set(range(50))
+    assert split.name == "synthetic+holdout"
+    everything = R.holdout_split(data, None, 10, seed=1)
+    assert len(everything.train_y) == 40
+    assert torch.equal(everything.test_x, split.test_x)  # the same validation set
+    with pytest.raises(ValueError, match="lower train_samples or val_samples"):
+        R.holdout_split(data, 45, 10)
+    with pytest.raises(ValueError, match="validation must be a positive int"):
+        R.holdout_split(data, 10, 0)
+
+
+def test_trainer_specs_build_valid_configs_that_differ_only_in_the_objective() -> None:
+    specs = R.trainer_specs(alpha=0.5, eps=0.1, p=math.inf)
+    assert list(specs) == list(R.TRAINER_LABELS)
+    assert specs["resistant"] == ("corruption_resistant", {"alpha": 0.5, "eps": 0.1, "p": "inf"})
+    assert specs["direct"][1] == specs["resistant"][1]
+    assert specs["asam"] == ("sam", {"rho": 2.0, "adaptive": True})
+    configs = [training.TrainConfig(model="small_cnn", epochs=1, objective=o, objective_params=p)
+               for o, p in specs.values()]
+    hashes = {training.TrainConfig.__hash__(c) for c in configs}
+    assert len(hashes) == len(configs)
+    with pytest.raises(ValueError, match="unknown trainers"):
+        R.trainer_specs(alpha=0.5, eps=0.1, include=["baseline", "swa"])
+
+
+def test_corrupted_accuracy_is_the_l2_gradient_corruption_over_all_parameters() -> None:
+    data = synthetic(n_train=60, n_test=40)
+    model = models.build_model("small_cnn", 3, 1, 8, seed=0, width=2).eval()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    frame = R.corrupted_accuracy(model, data.train_x, data.train_y, data.test_x, data.test_y,
+                                 eps_values=[0.5, 2.0], transform=data.normalize, batch_size=16)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k])
+    assert math.isnan(frame.loc[0, "eps"]) and list(frame["eps"][1:]) == [0.5, 2.0]
+    named = list(model.named_parameters())
+    import torch.nn.functional as F
+    from paramstress.sweep import evaluate, iter_batches
+    g = C.subspace_gradient(model, named, F.cross_entropy, iter_batches(data.train_x, data.train_y, 16),
+                            transform=data.normalize)
+    with C.corrupted(named, 2.0 * g / g.norm()):
+        expected = evaluate(model, data.test_x, data.test_y, transform=data.normalize)
+    assert frame.loc[2, "accuracy"] == pytest.approx(expected["accuracy"])
+    assert frame.loc[2, "loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert frame.loc[2, "indicator"] == pytest.approx(2.0 * float(g.double().norm()), rel=1e-5)
+
+
+def fake_results(values: dict[str, list[list[float]]], eps=(0.1, 0.5)) -> pd.DataFrame:
+    rows = []
+    for trainer, seeds in values.items():
+        for seed, accs in enumerate(seeds):
+            for e, acc in zip([math.nan, *eps], accs):
+                rows.append({"trainer": trainer, "seed": seed, "eps": e, "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def test_select_virtual_prefers_robustness_within_the_clean_tolerance() -> None:
+    baseline = pd.DataFrame({"eps": [math.nan, 0.1, 0.5], "accuracy": [90.0, 85.0, 60.0]})
+    search = pd.DataFrame({
+        "virtual_eps": [0.05] * 3 + [0.1] * 3 + [0.5] * 3,
+        "eps": [math.nan, 0.1, 0.5] * 3,
+        "accuracy": [89.8, 87.0, 70.0, 89.1, 88.0, 75.0, 85.0, 84.0, 83.0],
+    })
+    chosen, table = R.select_virtual(search, baseline, clean_tolerance=1.0)
+    assert chosen == 0.1  # 0.5 is the most robust but costs 5 clean points
+    assert table.loc[table.selected, "virtual_eps"].tolist() == [0.1]
+    assert table["eligible"].tolist() == [True, True, False]
+    assert table.loc[1, "corrupted_gain"] == pytest.approx(81.5 - 72.5)
+    chosen, _ = R.select_virtual(search, baseline, clean_tolerance=0.1)
+    assert chosen == 0.05  # none within 0.1: the best clean one
+
+
+def test_summary_and_table2_layout() -> None:
+    results = fake_results({"baseline": [[90.0, 80.0, 60.0], [92.0, 82.0, 62.0]],
+                            "resistant": [[91.0, 85.0, 70.0], [91.0, 87.0, 72.0]]}, eps=(0.1, 0.2))
+    summary = R.summarize(results)
+    assert summary["trainer"].tolist() == ["baseline"] * 3 + ["resistant"] * 3
+    base_clean = summary.iloc[0]
+    assert math.isnan(base_clean["eps"]) and base_clean["mean"] == 91.0 and base_clean["seeds"] == 2
+    assert base_clean["std"] == pytest.approx(math.sqrt(2.0))
+    table = R.table2(summary)
+    assert list(table.index) == [R.CLEAN_ROW, "ε=0.1", "ε=0.2"]
+    assert table.loc[R.CLEAN_ROW, "Baseline"] == "91.00 ± 1.41"
+    assert table.loc[R.CLEAN_ROW, R.TRAINER_LABELS["resistant"]] == "91.00 ± 0.00 (+0.00)"
+    assert table.loc["ε=0.2", R.TRAINER_LABELS["resistant"]] == "71.00 ± 1.41"
+    assert table.loc[R.CLEAN_ROW, "CIFAR-10 Proposed (paper)"] == "96.12 (+1.86)"
+    assert table.loc["ε=0.2", "CIFAR-10 Baseline (paper)"] == "71.44"
+    one_seed = R.table2(R.summarize(results[results.seed == 0]), paper=False)
+    assert one_seed.loc["ε=0.1", "Baseline"] == "80.00"
+    assert "CIFAR-10 Baseline (paper)" not in one_seed.columns
+
+
+def test_paper_table2_is_the_transcription() -> None:
+    paper = R.paper_table2()
+    assert paper["eps"].isna().sum() == 1
+    row = paper[np.isclose(paper["eps"], 0.1)].iloc[0]
+    assert (row["baseline"], row["proposed"]) == (89.84, 94.59)
+    clean = paper[paper["eps"].isna()].iloc[0]
+    assert clean["change"] == pytest.approx(1.86)
+
+
+def test_resistance_claim() -> None:
+    results = fake_results({"baseline": [[90.0, 85.0, 60.0], [90.0, 85.0, 62.0]],
+                            "good": [[89.5, 86.0, 70.0], [89.5, 86.0, 72.0]],
+                            "costly": [[85.0, 84.0, 80.0], [85.0, 84.0, 80.0]]})
+    summary = R.summarize(results)
+    good = R.resistance_claim(summary, "good")
+    assert good["eps"].tolist() == [0.5]  # the baseline loses 5 points at 0.1 (< 10) and 29 at 0.5
+    row = good.iloc[0]
+    assert row["baseline_drop"] == pytest.approx(29.0) and row["gain"] == pytest.approx(10.0)
+    assert row["clean_cost"] == pytest.approx(0.5) and row["holds"]
+    assert row["gain_se"] == pytest.approx(math.sqrt(2 / 2 + 2 / 2))
+    assert row["resolved"]
+    noisy = fake_results({"baseline": [[90.0, 85.0, 60.0], [90.0, 85.0, 62.0]],
+                          "noisy": [[90.0, 85.0, 55.0], [90.0, 85.0, 69.0]]})
+    unresolved = R.resistance_claim(R.summarize(noisy), "noisy").iloc[0]
+    assert unresolved["gain"] == pytest.approx(1.0) and not unresolved["resolved"] and not unresolved["holds"]
+    assert R.resistance_claim(R.summarize(noisy), "noisy", min_se=0.1).iloc[0]["holds"]
+    costly = R.resistance_claim(summary, "costly").iloc[0]
+    assert not costly["holds"] and costly["clean_cost"] == pytest.approx(5.0)
+    assert R.resistance_claim(summary, "good", min_drop=50).empty
+    with pytest.raises(ValueError, match="no rows for trainer"):
+        R.resistance_claim(summary, "nope")

@@ -1,0 +1,238 @@
+"""Selective backpropagation (Pravin et al. 2023, §5): the fragile layers are exactly the
+negative-Δφ ones, the driver freezes exactly those (bit-identical across the segment,
+everything else moves), the control is the same chain with nothing frozen, bad input
+fails before training. Tiny synthetic data and small_cnn on the CPU."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from paramstress import filtering as FL
+from paramstress import fragility as FR
+from paramstress import selective as S
+from paramstress import training
+from paramstress.data import ImageData
+from paramstress.training import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+SIZE, CLASSES = 12, 4
+
+
+def make_data(n_train: int = 192, n_test: int = 96, seed: int = 0) -> ImageData:
+    """Noisy 1×12×12 images; class k brightens the k-th band of 3 rows."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        y = torch.randint(0, CLASSES, (n,), generator=g)
+        x = torch.randint(0, 140, (n, 1, SIZE, SIZE), generator=g, dtype=torch.uint8)
+        for k in range(CLASSES):
+            x[y == k, :, 3 * k:3 * k + 3, :] += 60
+        return x, y
+
+    tx, ty = split(n_train)
+    vx, vy = split(n_test)
+    return ImageData(name="synthetic-selective", train_x=tx, train_y=ty, test_x=vx, test_y=vy,
+                     classes=[str(k) for k in range(CLASSES)], mean=(0.35,), std=(0.25,))
+
+
+@pytest.fixture(scope="module")
+def data() -> ImageData:
+    return make_data()
+
+
+def parent_config(**overrides) -> TrainConfig:
+    # Adam with L2 weight decay: a zeroed gradient alone would still move a "frozen" weight
+    values = dict(model="small_cnn", optimizer="adam", lr=1e-2, schedule="constant", weight_decay=0.1,
+                  batch_size=32, epochs=1, keep_epochs=(1,), augment=False, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class FakeScorer:
+    """Returns fixed Δφ per epoch and records the weights of every model it was given."""
+
+    def __init__(self, by_epoch):
+        self.by_epoch = by_epoch
+        self.seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, model, epoch):
+        assert not model.training
+        self.seen[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return self.by_epoch[epoch]
+
+
+def params_of(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+# ----------------------------------------------------------------------------- marking
+def test_fragile_layers_are_exactly_the_negative_scores():
+    scores = {"a": -0.2, "b": 0.0, "c": 0.3, "d": -1e-4, "e": -0.0}
+    assert S.fragile_layers(scores) == ("a", "d")
+    assert S.fragile_layers(scores, tolerance=1e-3) == ("a",)
+    assert S.fragile_layers({"x": 0.1}) == ()
+    with pytest.raises(ValueError, match="finite"):
+        S.fragile_layers({"a": math.nan})
+    with pytest.raises(ValueError, match="tolerance"):
+        S.fragile_layers(scores, tolerance=-0.1)
+
+
+# ----------------------------------------------------------------------------- the driver
+def test_driver_freezes_exactly_the_marked_layers(data: ImageData, tmp_path: Path):
+    # small_cnn's conv/linear layers are "0", "4" and "9"; batch-norms "1" and "5" always train
+    scorer = FakeScorer({1: {"0": -0.5, "4": 0.1, "9": 0.2},
+                         2: {"0": 0.1, "4": 0.3, "9": -0.2},
+                         3: {"0": 0.0, "4": 0.0, "9": 0.0}})
+    result = S.selective_backprop(data, parent_config(), (1, 2, 3), scorer, checkpoint_dir=tmp_path, device="cpu")
+    assert [s.fragile for s in result.stages] == [("0",), ("9",), ()]
+    assert result.configs["selective"][2].frozen == ("0",) and result.configs["selective"][3].frozen == ("9",)
+    assert result.configs["control"][2].frozen == () and result.configs["control"][3].frozen == ()
+    assert result.layers == ("0", "4", "9")
+
+    sel = {e: params_of(result.model("selective", e)) for e in (1, 2, 3)}
+    ctl = {e: params_of(result.model("control", e)) for e in (1, 2, 3)}
+    for a, b, frozen in ((1, 2, "0"), (2, 3, "9")):
+        for name in sel[a]:
+            if name.split(".")[0] == frozen:
+                assert torch.equal(sel[b][name], sel[a][name]), f"frozen {name} moved from epoch {a} to {b}"
+            else:
+                assert not torch.equal(sel[b][name], sel[a][name]), f"{name} did not train from epoch {a} to {b}"
+            assert not torch.equal(ctl[b][name], ctl[a][name]), f"control {name} did not train"
+    # both chains start from the parent, and the scorer saw the selective chain's models
+    assert all(torch.equal(sel[1][k], ctl[1][k]) for k in sel[1])
+    for e in (1, 2, 3):
+        state = result.model("selective", e).state_dict()
+        assert all(torch.equal(scorer.seen[e][k], state[k]) for k in state)
+    choices = result.choices()
+    assert choices[choices.fragile][["epoch", "layer"]].values.tolist() == [[1, "0"], [2, "9"]]
+    summary = result.summary()
+    assert set(summary.arm) == {"selective", "control"}
+    assert summary.set_index(["arm", "epoch"]).loc[("selective", 2), "frozen_layers"] == 1
+
+
+def test_nothing_fragile_makes_selective_the_control(data: ImageData, tmp_path: Path):
+    """Same seeds, data order and optimizer resets: with no frozen layer the two arms are one run."""
+    scorer = FakeScorer({1: {"0": 0.1, "4": 0.0, "9": 0.2}})
+    result = S.selective_backprop(data, parent_config(), (1, 2), scorer, checkpoint_dir=tmp_path, device="cpu",
+                                  score_last=False)
+    assert result.config_hash("selective", 2) == result.config_hash("control", 2)
+    a, b = result.model("selective", 2).state_dict(), result.model("control", 2).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(result.stages) == 1 and 2 not in scorer.seen  # score_last=False: the last model is not scored
+
+
+def test_tolerance_and_the_regular_arm(data: ImageData, tmp_path: Path):
+    scorer = FakeScorer({1: {"0": -0.05, "4": -0.5, "9": 0.2}, 2: {"0": 0.0, "4": 0.0, "9": 0.0}})
+    cfg = parent_config(epochs=2, keep_epochs=(1, 2))
+    result = S.selective_backprop(data, cfg, (1, 2), scorer, tolerance=0.1, checkpoint_dir=tmp_path, device="cpu")
+    assert result.stages[0].fragile == ("4",)
+    assert result.arms() == ["selective", "control", "regular"]
+    # the uninterrupted parent (no optimizer reset at epoch 1) differs from the control chain
+    reg, ctl = result.model("regular", 2).state_dict(), result.model("control", 2).state_dict()
+    assert not all(torch.equal(reg[k], ctl[k]) for k in reg)
+
+
+def test_bad_input_fails_before_training(data: ImageData, tmp_path: Path):
+    never = FakeScorer({})
+    cases = [
+        (parent_config(keep_epochs=()), (1, 2), "keep a snapshot"),
+        (parent_config(), (1,), "at least two"),
+        (parent_config(epochs=2, keep_epochs=(1, 2)), (2, 1), "increasing"),
+        (parent_config(frozen=("0",)), (1, 2), "regular run"),
+    ]
+    for cfg, epochs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            S.selective_backprop(data, cfg, epochs, never, checkpoint_dir=tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="tolerance"):
+        S.selective_backprop(data, parent_config(), (1, 2), never, tolerance=-1.0, checkpoint_dir=tmp_path)
+    assert os.listdir(tmp_path) == [] and never.seen == {}
+
+
+def test_scorer_must_score_every_layer(data: ImageData, tmp_path: Path):
+    with pytest.raises(ValueError, match="every conv/linear layer"):
+        S.selective_backprop(data, parent_config(), (1, 2), FakeScorer({1: {"0": -1.0, "4": 0.0}}),
+                             checkpoint_dir=tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="every conv/linear layer"):
+        S.selective_backprop(data, parent_config(), (1, 2),
+                             FakeScorer({1: {"0": -1.0, "4": 0.0, "9": 0.0, "fc": 0.0}}),
+                             checkpoint_dir=tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="finite"):
+        S.selective_backprop(data, parent_config(), (1, 2), FakeScorer({1: {"0": math.nan, "4": 0.0, "9": 0.0}}),
+                             checkpoint_dir=tmp_path, device="cpu")
+
+
+# ----------------------------------------------------------------------------- the paper's scorer
+def test_delta_phi_scorer_is_the_combined_delta_phi(data: ImageData, tmp_path: Path):
+    model = training.train(None, data, parent_config(keep_epochs=()), device="cpu", progress=False).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scorer = S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.2, T=3, transform=data.normalize, batch_size=64,
+                              tags={"dataset": "synthetic"}, csv_path=tmp_path / "sweep.csv")
+    scores = scorer(model, 1)
+    assert list(scores) == FL.filterable_layers(model)
+    frame = FL.filter_sweep(model, data.test_x, data.test_y, scopes=list(scores), T=3, eps=0.2,
+                            transform=data.normalize, batch_size=64)
+    expected = FR.scores(frame).query("filter == 'combined'").set_index("layer")["delta_phi"]
+    assert scores == pytest.approx(expected.to_dict(), abs=1e-12)
+    table = scorer.scores()
+    assert set(table["filter"]) == {"h_a", "h_b", "h_c", "combined"}
+    assert (table["epoch"] == 1).all() and (table["dataset"] == "synthetic").all()
+    assert len(pd.read_csv(tmp_path / "sweep.csv")) == 3 * 3 * 3  # layers × filters × T
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_delta_phi_scorer_cache_reuses_the_sweep_of_the_same_weights(data: ImageData, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(training.CHECKPOINT_DIR_ENV, str(tmp_path))
+    model = training.train(None, data, parent_config(keep_epochs=()), device="cpu", progress=False).model
+    make = lambda: S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.2, T=3, transform=data.normalize,  # noqa: E731
+                                    batch_size=64, tags={"dataset": "synthetic"}, cache=True)
+    first, second = make(), make()
+    a = first(model, 1)
+    b = second(model, 1)
+    assert a == b
+    assert first.sweeps[0].attrs["stats"]["evaluations"] > 0
+    assert second.sweeps[0].attrs["stats"]["evaluations"] == 0  # read from the cache
+    with torch.no_grad():
+        model.get_parameter("9.weight").mul_(0.5)  # other weights: another key, computed anew
+    third = make()
+    third(model, 1)
+    assert third.sweeps[0].attrs["stats"]["evaluations"] > 0
+    with pytest.raises(ValueError, match="not both"):
+        S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.2, transform=data.normalize, csv_path=tmp_path / "x.csv",
+                         cache=True)
+
+
+def test_delta_phi_scorer_checks_its_settings(data: ImageData):
+    with pytest.raises(ValueError, match="positive FGSM"):
+        S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.0)
+    with pytest.raises(ValueError, match="three filters"):
+        S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.1, filters=("h_a",))
+    with pytest.raises(ValueError, match="T must be"):
+        S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.1, T=2)
+    with pytest.raises(ValueError, match="epoch"):
+        S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.1, tags={"epoch": 3})
+
+
+# ----------------------------------------------------------------------------- Fig. 12 curves
+def test_fgsm_curve_and_grid(data: ImageData):
+    assert S.eps_grid(0.3, 4) == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="eps_max"):
+        S.eps_grid(0.0, 4)
+    with pytest.raises(ValueError, match="points"):
+        S.eps_grid(0.3, 1)
+    model = training.train(None, data, parent_config(keep_epochs=()), device="cpu", progress=False).model
+    x = data.normalize(data.test_x)
+    curve = S.fgsm_curve(model, x, data.test_y, [0.0, 0.5, 2.0], batch_size=50)
+    clean = 100.0 * training.evaluate_accuracy(model, data.test_x, data.test_y, data.normalize)
+    assert curve["eps"].tolist() == [0.0, 0.5, 2.0]
+    assert curve["accuracy"].iloc[0] == pytest.approx(clean)
+    assert curve["accuracy"].iloc[-1] < curve["accuracy"].iloc[0]  # FGSM at a large ε hurts
+    with pytest.raises(ValueError, match="eps"):
+        S.fgsm_curve(model, x, data.test_y, [-0.1])
