@@ -3,7 +3,6 @@ the layer-relative spheres and balls, the averages and the ascent, exact restora
 and validation before compute."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
