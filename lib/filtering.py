@@ -428,15 +428,9 @@ def split_at(model: nn.Module, params: Sequence[torch.Tensor], traced: fx.GraphM
 # Evaluation helpers
 # --------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(mod, mod.training) for mod in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for mod, training in modes:
-            mod.train(training)
+#: Eval mode for the duration of a block, every module's own mode restored after
+#: (the sweep engine's helper; one definition for every stress).
+_eval_mode = S._eval_mode
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
