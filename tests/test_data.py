@@ -15,7 +15,8 @@ from paramstress import data
 
 def test_unknown_dataset_names_the_known_ones():
     with pytest.raises(data.UnknownDataset,
-                       match="known: cifar10, cifar10-jpeg, fashion-mnist, imagenet-val, mnist, tiny-imagenet"):
+                       match="known: cifar10, cifar10-jpeg, fashion-mnist, imagenet-val, iwslt14-de-en, mnist, multi30k, "
+                             "ptb-conll, ptb-dependency, ptb-mikolov, ptb-treebank, tiny-imagenet"):
         data.load("mnistt")
 
 
