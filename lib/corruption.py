@@ -68,6 +68,7 @@ __all__ = [
     "solve_corruption",
     "gradient_corruption",
     "random_corruption",
+    "mean_loss_gradient",
     "indicator",
     "first_order_change",
     "subspace_gradient",
@@ -474,6 +475,33 @@ def subspace_gradient(
     parameters' device. Raises ``ValueError`` before any compute if a selected
     parameter has ``requires_grad=False``.
     """
+    return mean_loss_gradient(
+        model, params,
+        ((lambda x=x, y=y: loss_fn(model(transform(x) if transform is not None else x), y), int(y.shape[0]))
+         for x, y in batches),
+        what="loss_fn(output, y)",
+        fix="e.g. torch.nn.functional.cross_entropy with reduction='mean'",
+    )
+
+
+def mean_loss_gradient(
+    model: nn.Module,
+    params: ParamsLike,
+    batch_losses: Iterable[tuple[Callable[[], torch.Tensor], int]],
+    *,
+    what: str = "the batch loss",
+    fix: str = "return the mean over the batch's units",
+) -> torch.Tensor:
+    """Algorithm 2, step 1, for any task: ``g = ∂L(w; D)/∂w`` of the mean loss over every
+    unit of ``D`` (images, tokens, parser transitions, ...).
+
+    ``batch_losses`` yields ``(loss_of_batch, count)``: a callable returning the batch's
+    *mean* loss (a scalar) over its ``count`` units, so batch gradients are weighted by
+    ``count``. Eval mode (each module's flag restored afterwards), float64 accumulation,
+    ``.grad`` untouched; one flat float32 vector of length ``k`` on the parameters'
+    device. Raises ``ValueError`` before any compute if a selected parameter has
+    ``requires_grad=False``.
+    """
     named = as_named_parameters(params)
     frozen = [name for name, prm in named if not prm.requires_grad]
     if frozen:
@@ -488,17 +516,14 @@ def subspace_gradient(
     model.eval()
     try:
         with torch.enable_grad():
-            for x, y in batches:
-                b = int(y.shape[0])
+            for loss_of_batch, b in batch_losses:
+                b = int(b)
                 if b == 0:
                     continue
-                out = model(transform(x) if transform is not None else x)
-                loss = loss_fn(out, y)
+                loss = loss_of_batch()
                 if loss.ndim != 0:
-                    raise ValueError(
-                        f"loss_fn returned shape {tuple(loss.shape)}; it must return the batch mean "
-                        "(a scalar), e.g. torch.nn.functional.cross_entropy with reduction='mean'"
-                    )
+                    raise ValueError(f"{what} returned shape {tuple(loss.shape)}; it must return the batch "
+                                     f"mean (a scalar): {fix}")
                 grads = torch.autograd.grad(loss, tensors, allow_unused=True)
                 for acc, grad in zip(accs, grads):
                     if grad is not None:

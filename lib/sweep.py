@@ -368,8 +368,8 @@ def corruption_sweep(
     model: nn.Module,
     params: C.ParamsLike,
     grad_vec: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
     *,
     eps_values: Sequence[float],
     n_values: Sequence[int | None],
@@ -382,6 +382,7 @@ def corruption_sweep(
     csv_path: str | os.PathLike[str] | None = None,
     resume: bool = True,
     progress: bool = False,
+    evaluator: Callable[[], Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Table 1 / Fig. 3 of Sun et al.: accuracy and loss of ``model`` on ``(x, y)``
     under gradient-based (Eq. 10) and random (Eq. 5) corruption of the subspace
@@ -396,6 +397,12 @@ def corruption_sweep(
     gradient rows, ``aᵀg`` for random rows), nonfinite, base_accuracy, base_loss,
     delta_accuracy. Weights are bit-identical afterwards. Arguments are validated
     before any forward pass. CSV and resume as in :func:`sweep`.
+
+    Any task (language modelling, parsing, translation: :mod:`paramstress.tasks`)
+    passes ``evaluator`` instead of ``(x, y)``: a callable returning the task's metrics
+    of the model as it is at that moment (e.g. ``{"log_ppl": ..., "loss": ...}``);
+    every metric ``m`` it returns gets ``base_m`` and ``delta_m`` columns, and
+    ``delta_loss`` is always there.
     """
     named = C.as_named_parameters(params)
     k = sum(prm.numel() for _, prm in named)
@@ -408,11 +415,21 @@ def corruption_sweep(
     if "gradient" in methods and not bool((g != 0).any()):
         raise C.ZeroDirectionError("grad_vec is zero: gradient-based corruption has no direction; "
                                    "check the subspace and the data the gradient was computed on")
-    if len(x) != len(y) or len(y) == 0:
-        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    if evaluator is None:
+        if x is None or y is None:
+            raise ValueError("pass the evaluation set (x, y), or evaluator= for a task's own metrics")
+        if len(x) != len(y) or len(y) == 0:
+            raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+
+        def evaluator() -> Mapping[str, float]:
+            return evaluate(model, x, y, batch_size=batch_size, transform=transform)
+    elif x is not None or y is not None:
+        raise ValueError("give either (x, y) or evaluator, not both")
     device = named[0][1].device
     g64 = g.detach().to(device=device, dtype=torch.float64)
-    base = evaluate(model, x, y, batch_size=batch_size, transform=transform)
+    base = dict(evaluator())
+    if "loss" not in base:
+        raise ValueError(f"the evaluator must return a 'loss' entry (the mean loss), got {sorted(base)}")
     unit_cache: dict[int, tuple[torch.Tensor, float]] = {}
 
     def gradient_unit(n: int) -> tuple[torch.Tensor, float]:
@@ -439,14 +456,10 @@ def corruption_sweep(
             yield {"k": k, "seed": row_seed, "indicator": first_order}
 
     def measure(point: Point) -> dict[str, float]:
-        m = evaluate(model, x, y, batch_size=batch_size, transform=transform)
-        return {
-            **m,
-            "base_accuracy": base["accuracy"],
-            "base_loss": base["loss"],
-            "delta_loss": m["loss"] - base["loss"],
-            "delta_accuracy": m["accuracy"] - base["accuracy"],
-        }
+        m = dict(evaluator())
+        row = {**m, **{f"base_{key}": base[key] for key in base if key != "nonfinite"}}
+        row.update({f"delta_{key}": m[key] - base[key] for key in base if key != "nonfinite"})
+        return row
 
     table = sweep(points, apply, measure, csv_path, resume=resume,
                   keys=["method", "p", "n", "eps", "trial"], progress=progress, desc="corruption")
