@@ -26,8 +26,9 @@ Functions:
   :func:`paramstress.sweep.corruption_sweep` results.
 - :func:`table1`: the paper's layout for our results; :func:`format_table1` the same
   layout for any tidy summary (used for the paper's own numbers).
-- :func:`paper_table1`: the paper's Table 1 numbers for ResNet-34 on ImageNet and
-  CIFAR-10, transcribed from the paper (tidy, or in the layout).
+- :func:`paper_table1`: the paper's Table 1 numbers, all five columns (ResNet-34 on
+  ImageNet and CIFAR-10, LSTM PTB-LM, MLP PTB-Parsing, Transformer De-En), transcribed
+  from the paper (tidy, or in the layout).
 - :func:`central_claim`: at each ε where random corruption costs less than a tolerance
   (1 accuracy point), the cost of the gradient-based corruption (the paper's claim that
   random trials "can hardly induce the worst accuracy degradation").
@@ -55,6 +56,7 @@ __all__ = [
     "table1",
     "paper_table1",
     "paper_table1_clean",
+    "PAPER_TASKS",
     "central_claim",
     "loss_change_ratio",
     "loss_scaling",
@@ -307,43 +309,72 @@ def table1(
 # The paper's own numbers
 # --------------------------------------------------------------------------------------
 
-#: Clean top-1 accuracy (%) of the paper's ResNet-34 models (Table 1, "w/o corruption").
-_PAPER_CLEAN = {"ImageNet": 72.5, "CIFAR-10": 94.3}
+#: The paper's clean scores (Table 1, "w/o corruption"): top-1 accuracy (%) of ResNet-34 on
+#: ImageNet and CIFAR-10, log perplexity of the LSTM on PTB, UAS (%) of the MLP parser on PTB,
+#: BLEU of the fairseq Transformer on IWSLT14 De-En.
+_PAPER_CLEAN = {"ImageNet": 72.5, "CIFAR-10": 94.3, "PTB-LM": 4.25, "PTB-Parsing": 87.3, "De-En": 35.33}
+#: Per task of the paper's Table 1: (base model, metric label, higher is better, decimals printed).
+PAPER_TASKS: dict[str, tuple[str, str, bool, int]] = {
+    "ImageNet": ("ResNet-34", "Acc", True, 1),
+    "CIFAR-10": ("ResNet-34", "Acc", True, 1),
+    "PTB-LM": ("LSTM", "Log PPL", False, 2),
+    "PTB-Parsing": ("MLP", "UAS", True, 1),
+    "De-En": ("Transformer", "BLEU", True, 2),
+}
 _STAR = None
 #: Sun et al. (2021), Table 1, columns ImageNet and CIFAR-10 (ResNet-34, accuracy %, L∞):
 #: (n, ε) → {task: (Random, Proposed)}, each ``(score, change)`` or ``_STAR`` (``*``: within
 #: 0.1 of the clean score; the paper gives no number).
 _PAPER_TABLE1: dict[tuple[str, float], dict[str, tuple[Any, Any]]] = {
-    ("k", 1e-4): {"ImageNet": (_STAR, (62.2, -10.3)), "CIFAR-10": (_STAR, (93.3, -1.0))},
-    ("k", 1e-3): {"ImageNet": (_STAR, (22.2, -50.3)), "CIFAR-10": (_STAR, (36.1, -58.2))},
-    ("k", 1e-2): {"ImageNet": ((30.3, -42.2), (0.1, -72.4)), "CIFAR-10": ((75.1, -19.2), (10.0, -84.3))},
-    ("k", 1e-1): {"ImageNet": ((0.1, -72.4), (0.1, -72.4)), "CIFAR-10": ((10.0, -84.3), (10.0, -84.3))},
-    ("k", 1.0): {"ImageNet": ((0.1, -72.4), (0.1, -72.4)), "CIFAR-10": ((10.0, -84.3), (10.0, -84.3))},
-    ("100", 1e-2): {"ImageNet": (_STAR, _STAR), "CIFAR-10": (_STAR, _STAR)},
-    ("100", 1e-1): {"ImageNet": (_STAR, (67.5, -5.0)), "CIFAR-10": (_STAR, _STAR)},
-    ("100", 1.0): {"ImageNet": (_STAR, (0.1, -72.4)), "CIFAR-10": (_STAR, _STAR)},
-    ("100", 10.0): {"ImageNet": ((0.2, -72.3), (0.1, -72.4)), "CIFAR-10": ((77.1, -17.2), (44.8, -49.5))},
-    ("100", 100.0): {"ImageNet": ((0.1, -72.4), (0.1, -72.4)), "CIFAR-10": ((10.1, -84.2), (9.6, -84.7))},
+    ("k", 1e-4): {"ImageNet": (_STAR, (62.2, -10.3)), "CIFAR-10": (_STAR, (93.3, -1.0)),
+                  "PTB-LM": (_STAR, _STAR), "PTB-Parsing": (_STAR, _STAR), "De-En": (_STAR, (35.21, -0.12))},
+    ("k", 1e-3): {"ImageNet": (_STAR, (22.2, -50.3)), "CIFAR-10": (_STAR, (36.1, -58.2)),
+                  "PTB-LM": (_STAR, _STAR), "PTB-Parsing": (_STAR, (80.6, -6.7)), "De-En": (_STAR, (33.62, -1.71))},
+    ("k", 1e-2): {"ImageNet": ((30.3, -42.2), (0.1, -72.4)), "CIFAR-10": ((75.1, -19.2), (10.0, -84.3)),
+                  "PTB-LM": (_STAR, (4.52, 0.27)), "PTB-Parsing": ((79.8, -7.5), (6.1, -81.2)),
+                  "De-En": ((34.82, -0.51), (0.17, -35.16))},
+    ("k", 1e-1): {"ImageNet": ((0.1, -72.4), (0.1, -72.4)), "CIFAR-10": ((10.0, -84.3), (10.0, -84.3)),
+                  "PTB-LM": ((4.43, 0.18), (13.25, 9.00)), "PTB-Parsing": ((0.0, -87.3), (0.0, -87.3)),
+                  "De-En": ((0.00, -35.33), (0.00, -35.33))},
+    ("k", 1.0): {"ImageNet": ((0.1, -72.4), (0.1, -72.4)), "CIFAR-10": ((10.0, -84.3), (10.0, -84.3)),
+                 "PTB-LM": ((32.21, 27.96), (48.92, 44.67)), "PTB-Parsing": ((0.0, -87.3), (0.0, -87.3)),
+                 "De-En": ((0.00, -35.33), (0.00, -35.33))},
+    ("100", 1e-2): {"ImageNet": (_STAR, _STAR), "CIFAR-10": (_STAR, _STAR),
+                    "PTB-LM": (_STAR, _STAR), "PTB-Parsing": (_STAR, (64.6, -22.7)), "De-En": (_STAR, _STAR)},
+    ("100", 1e-1): {"ImageNet": (_STAR, (67.5, -5.0)), "CIFAR-10": (_STAR, _STAR),
+                    "PTB-LM": (_STAR, _STAR), "PTB-Parsing": (_STAR, (11.0, -76.3)), "De-En": (_STAR, (31.68, -3.65))},
+    ("100", 1.0): {"ImageNet": (_STAR, (0.1, -72.4)), "CIFAR-10": (_STAR, _STAR),
+                   "PTB-LM": (_STAR, _STAR), "PTB-Parsing": ((87.1, -0.2), (0.0, -87.3)),
+                   "De-En": ((35.25, -0.08), (0.00, -35.33))},
+    ("100", 10.0): {"ImageNet": ((0.2, -72.3), (0.1, -72.4)), "CIFAR-10": ((77.1, -17.2), (44.8, -49.5)),
+                    "PTB-LM": (_STAR, _STAR), "PTB-Parsing": ((31.9, -55.4), (0.0, -87.3)),
+                    "De-En": ((11.58, -23.75), (0.00, -35.33))},
+    ("100", 100.0): {"ImageNet": ((0.1, -72.4), (0.1, -72.4)), "CIFAR-10": ((10.1, -84.2), (9.6, -84.7)),
+                     "PTB-LM": ((16.90, 12.65), (23.55, 19.30)), "PTB-Parsing": ((0.0, -87.3), (0.0, -87.3)),
+                     "De-En": ((0.00, -35.33), (0.00, -35.33))},
 }
 
 
 def paper_table1_clean() -> dict[str, float]:
-    """The paper's clean accuracies (%): ResNet-34 on ImageNet 72.5, on CIFAR-10 94.3."""
+    """The paper's clean scores: ResNet-34 on ImageNet 72.5 % and CIFAR-10 94.3 %, PTB-LM log
+    perplexity 4.25, PTB-Parsing UAS 87.3 %, De-En BLEU 35.33."""
     return dict(_PAPER_CLEAN)
 
 
 def paper_table1(tasks: Sequence[str] = ("ImageNet", "CIFAR-10"), *, layout: bool = False,
                  task_labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The paper's Table 1 (Sun et al. 2021) for ResNet-34 on ImageNet and CIFAR-10,
-    transcribed from the paper: L∞, ``n = k`` with ε = 1e-4…1 and ``n = 100`` with
-    ε = 1e-2…1e2, accuracy (%), the paper's own rounding.
+    """The paper's Table 1 (Sun et al. 2021), transcribed from the paper: ResNet-34 on
+    ImageNet and CIFAR-10 (accuracy %), the LSTM on PTB-LM (log perplexity, lower is
+    better), the MLP parser on PTB-Parsing (UAS %) and the Transformer on De-En (BLEU);
+    L∞, ``n = k`` with ε = 1e-4…1 and ``n = 100`` with ε = 1e-2…1e2, the paper's own
+    rounding (:data:`PAPER_TASKS` gives each task's model, metric and decimals).
 
     Tidy by default (the columns of :func:`trial_summary`: ``mean`` is the score,
     ``delta`` the change, both NaN for the paper's ``*`` cells, where ``close`` is
     True; ``trials``/``std`` are unknown: NaN); ``layout=True`` gives the
     :func:`format_table1` layout (task headers default to ``"<task> ResNet-34
-    (paper)"``). The paper does not say how many random trials its Random column
-    averages.
+    (paper)"``, e.g. ``"PTB-LM LSTM (paper)"``; each task with its own metric, arrow and
+    decimals). The paper does not say how many random trials its Random column averages.
     """
     unknown = [t for t in tasks if t not in _PAPER_CLEAN]
     if unknown:
@@ -365,8 +396,11 @@ def paper_table1(tasks: Sequence[str] = ("ImageNet", "CIFAR-10"), *, layout: boo
     tidy = tidy.reset_index(drop=True)
     if not layout:
         return tidy
-    labels = dict(task_labels or {t: f"{t} ResNet-34 (paper)" for t in tasks})
-    return format_table1(tidy, _PAPER_CLEAN, task_labels=labels, show_std=False)
+    labels = dict(task_labels or {t: f"{t} {PAPER_TASKS[t][0]} (paper)" for t in tasks})
+    return pd.concat([
+        format_table1(tidy[tidy.task == t], _PAPER_CLEAN, task_labels=labels, show_std=False,
+                      metric_label=PAPER_TASKS[t][1], higher_is_better=PAPER_TASKS[t][2], decimals=PAPER_TASKS[t][3])
+        for t in tasks], axis=1)
 
 
 # --------------------------------------------------------------------------------------

@@ -135,8 +135,12 @@ def test_bad_inputs_are_named(frame):
 def test_paper_table1_transcription_is_consistent():
     tidy = T.paper_table1()
     clean = T.paper_table1_clean()
-    assert clean == {"ImageNet": 72.5, "CIFAR-10": 94.3}
+    assert clean == {"ImageNet": 72.5, "CIFAR-10": 94.3, "PTB-LM": 4.25, "PTB-Parsing": 87.3, "De-En": 35.33}
     assert len(tidy) == 2 * 10 * 2  # tasks × rows × approaches
+    everything = T.paper_table1(list(clean))
+    assert len(everything) == 5 * 10 * 2
+    shown_all = everything[~everything["close"]]
+    assert np.allclose(shown_all["mean"] - shown_all["clean"], shown_all["delta"], atol=0.011)
     shown = tidy[~tidy["close"]]
     # every transcribed score agrees with its printed change
     assert np.allclose(shown["mean"] - shown["clean"], shown["delta"], atol=0.051)
@@ -158,6 +162,17 @@ def test_paper_table1_transcription_is_consistent():
     assert cell("CIFAR-10", "gradient", "100", 10.0) == 44.8
     assert cell("ImageNet", "random", "k", 1e-2) == 30.3
     assert cell("ImageNet", "gradient", "100", 1e-1) == 67.5
+    text = T.paper_table1(["PTB-LM", "PTB-Parsing", "De-En"])
+
+    def text_cell(task, method, n_label, eps):
+        r = text[(text.task == task) & (text.method == method) & (text.n_label == n_label) & (text.eps == eps)]
+        return None if r["close"].iloc[0] else float(r["mean"].iloc[0])
+
+    assert text_cell("PTB-LM", "gradient", "k", 1e-1) == 13.25  # log PPL rises: lower is better
+    assert text_cell("PTB-LM", "random", "100", 100.0) == 16.90
+    assert text_cell("PTB-Parsing", "gradient", "k", 1e-3) == 80.6
+    assert text_cell("De-En", "gradient", "k", 1e-2) == 0.17
+    assert text_cell("De-En", "random", "100", 10.0) == 11.58
 
 
 def test_paper_table1_layout_matches_ours():
@@ -173,7 +188,13 @@ def test_paper_table1_layout_matches_ours():
     assert t.loc["n=k, ε=1e-2", col_r] == "75.1 (-19.2)"
     assert t.loc["n=100, ε=1e2", col_p] == "9.6 (-84.7)"
     with pytest.raises(ValueError, match="transcribed here"):
-        T.paper_table1(["PTB-LM"])
+        T.paper_table1(["WMT14"])
+    text = T.paper_table1(["PTB-LM", "De-En"], layout=True)
+    assert list(text.columns.get_level_values(0).unique()) == ["PTB-LM LSTM (paper) (Log PPL ↓)",
+                                                               "De-En Transformer (paper) (BLEU ↑)"]
+    assert text.loc["w/o corruption", ("PTB-LM LSTM (paper) (Log PPL ↓)", "Random")] == "4.25"
+    assert text.loc["n=k, ε=1", ("PTB-LM LSTM (paper) (Log PPL ↓)", "Proposed")] == "48.92 (+44.67)"
+    assert text.loc["n=k, ε=1e-4", ("De-En Transformer (paper) (BLEU ↑)", "Proposed")] == "35.21 (-0.12)"
 
 
 def test_central_claim(frame):
