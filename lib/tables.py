@@ -414,9 +414,17 @@ def central_claim(
     gradient_threshold: float = 30.0,
     n: int | str | None = "k",
     task_col: str = "task",
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
 ) -> pd.DataFrame:
     """The paper's central claim, ε by ε: where random corruption is harmless, the
     gradient-based corruption of the same size is not.
+
+    ``metric`` is the score (any column of the sweep with its ``base_<metric>``:
+    ``accuracy``, or a text task's ``uas``, ``bleu``, ``log_ppl``); a *drop* is the change
+    for the worse (``base − score``, or ``score − base`` when lower is better), in the
+    metric's units, and so are the two thresholds. The ``base_<metric>`` column of the
+    result holds the clean score.
 
     For each task and ε (rows with ``n = k`` by default; an integer ``n`` selects
     those rows, ``None`` all): ``random_drop`` is the mean accuracy drop (points,
@@ -426,12 +434,14 @@ def central_claim(
     is ``random_harmless and gradient_drop >= gradient_threshold`` (30 points).
     """
     df = _with_task(df, task_col)
-    needed = ["method", "n", "k", "eps", "accuracy", "base_accuracy"]
+    base_col = f"base_{metric}"
+    needed = ["method", "n", "k", "eps", metric, base_col]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ValueError(f"results lack columns {missing}")
+    sign = 1.0 if higher_is_better else -1.0
     df = df.assign(n_label=[_n_label(a, b) for a, b in zip(df["n"], df["k"])],
-                   drop=df["base_accuracy"].astype(float) - df["accuracy"].astype(float))
+                   drop=sign * (df[base_col].astype(float) - df[metric].astype(float)))
     if n is not None:
         df = df[df["n_label"] == _n_label(n, None)]
     records = []
@@ -444,11 +454,11 @@ def central_claim(
         gradient_drop = float(grd.mean())
         harmless = random_drop < random_tolerance
         records.append({"task": task, "n_label": n_label, "eps": float(eps),
-                        "base_accuracy": float(part["base_accuracy"].iloc[0]), "trials": int(len(rnd)),
+                        base_col: float(part[base_col].iloc[0]), "trials": int(len(rnd)),
                         "random_drop": random_drop, "random_worst_drop": float(rnd.max()),
                         "gradient_drop": gradient_drop, "random_harmless": harmless,
                         "holds": bool(harmless and gradient_drop >= gradient_threshold)})
-    columns = ["task", "n_label", "eps", "base_accuracy", "trials", "random_drop", "random_worst_drop",
+    columns = ["task", "n_label", "eps", base_col, "trials", "random_drop", "random_worst_drop",
                "gradient_drop", "random_harmless", "holds"]
     return _in_task_order(pd.DataFrame.from_records(records, columns=columns), df[task_col])
 

@@ -54,6 +54,8 @@ __all__ = [
     "task_gradient",
     "task_corruption_sweep",
     "task_corrupted_scores",
+    "TASKS",
+    "build_task",
 ]
 
 
@@ -111,6 +113,34 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def provenance(self) -> dict[str, Any]:
         """``{"dataset", "source", "checksum", ...}`` for the notebook's provenance table."""
+
+
+#: The text tasks of Sun et al.'s Tables 1-2: key → (module, class). Imported on use, so
+#: that ``import paramstress.tasks`` does not pull in NLTK or fairseq.
+TASKS: dict[str, tuple[str, str]] = {
+    "ptb-lm": ("language_model", "PTBLanguageModelTask"),
+    "ptb-parsing": ("parser", "PTBParsingTask"),
+    "de-en": ("translation", "DeEnTranslationTask"),
+}
+
+
+def build_task(key: str, *, device: str | torch.device = "cpu", **params: Any) -> Task:
+    """The task ``key`` of :data:`TASKS` built with its keyword ``params`` (plain values
+    from a profile) on ``device``. An unknown key, or a parameter the task does not
+    take, fails here, before any data is read."""
+    import importlib
+    import inspect
+
+    if key not in TASKS:
+        raise ValueError(f"unknown task {key!r}; choose from {', '.join(TASKS)}")
+    module, name = TASKS[key]
+    cls = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"task {key!r} takes no parameter(s) {unknown}; its parameters are "
+                         f"{sorted(n for n in accepted if n != 'device')}")
+    return cls(device=device, **params)
 
 
 # --------------------------------------------------------------------------- training

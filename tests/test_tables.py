@@ -256,3 +256,19 @@ def test_loss_scaling_stops_at_the_first_unresolved_eps():
         rows += _rows("gradient", eps, [89.9], losses=[0.5 + eps])
     s = T.loss_scaling(pd.DataFrame(rows)).iloc[0]
     assert s.random_eps == [1e-2, 1e-1] and s.random_slope == pytest.approx(2.0, abs=1e-6)
+
+
+def test_central_claim_for_a_lower_is_better_metric():
+    rows = []
+    for eps, rnd, grd in [(1e-3, 4.26, 6.0), (1e-1, 5.0, 20.0)]:
+        rows += [{"method": "random", "n": 10, "k": 10, "eps": eps, "trial": t, "log_ppl": rnd + 0.001 * t,
+                  "base_log_ppl": 4.25} for t in range(3)]
+        rows.append({"method": "gradient", "n": 10, "k": 10, "eps": eps, "trial": 0, "log_ppl": grd,
+                     "base_log_ppl": 4.25})
+    c = T.central_claim({"PTB-LM": pd.DataFrame(rows)}, metric="log_ppl", higher_is_better=False,
+                        random_tolerance=0.1, gradient_threshold=1.0)
+    assert list(c["holds"]) == [True, False]  # at 1e-1 random already costs 0.75 > 0.1
+    assert c["gradient_drop"].iloc[0] == pytest.approx(1.75)
+    assert c["base_log_ppl"].iloc[0] == 4.25
+    with pytest.raises(ValueError, match="base_uas"):
+        T.central_claim({"x": pd.DataFrame(rows)}, metric="uas")

@@ -161,3 +161,10 @@ def test_sweep_restores_weights_and_reports_task_metrics(task, tmp_path):
     assert scores["token_accuracy"].iloc[0] == pytest.approx(task.evaluate(model)["token_accuracy"])
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_build_task_rejects_unknown_names_before_loading():
+    with pytest.raises(ValueError, match="unknown task 'ptb'; choose from ptb-lm, ptb-parsing, de-en"):
+        T.build_task("ptb")
+    with pytest.raises(ValueError, match="takes no parameter"):
+        T.build_task("ptb-lm", hidden_sise=10)
