@@ -105,6 +105,11 @@ class Task(abc.ABC):
         """``{metric: value, "loss": mean per-unit loss}`` on the evaluation split (eval mode,
         inference mode, every module's train flag restored; never raises on non-finite outputs)."""
 
+    def reference_scores(self) -> dict[str, float]:
+        """Scores of trivial baselines on the evaluation split, in the task's metric, for the
+        page to show beside the model's (e.g. a unigram model's log perplexity); none by default."""
+        return {}
+
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
         """JSON-able: what defines the trained weights besides the train config (data checksum,
