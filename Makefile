@@ -15,6 +15,7 @@ STAMP  := $(VENV)/.paramstress-installed
 PROFILE ?= local
 NB     ?= all
 OUT    ?=
+FAIRSEQ ?= fairseq-fixed==0.12.3.1
 
 ifdef DATA_MIRROR
 export PARAMSTRESS_DATA_MIRROR := $(abspath $(DATA_MIRROR))
@@ -28,8 +29,12 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	# fairseq (De-En task): builds C++ extensions (~3-8 min on 2 cores) against the torch,
+	# numpy and cython just installed; --no-deps keeps pip from adding torchaudio / a CUDA torch.
+	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps $(FAIRSEQ)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -c "import paramstress, torchvision; print('environment ready: torch', __import__('torch').__version__, '/ torchvision', torchvision.__version__)"
+	$(BIN)/python -c "import logging; logging.disable(logging.INFO); import fairseq; print('fairseq', fairseq.__version__)"
 	touch $(STAMP)
 
 book: execute html
