@@ -95,16 +95,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:  # the lead's task abstraction (issue 5); see the module docstring
-    from .tasks import Task
-except ImportError:  # pragma: no cover - only until lib/tasks.py lands
-    import abc
-
-    class Task(abc.ABC):  # type: ignore[no-redef]
-        """Placeholder with the contract of ``paramstress.tasks.Task`` (issue 5)."""
-
-        def gradient_loss(self, model, x, y):
-            return self.loss(model, x, y)
+from .tasks import Task
 
 __all__ = [
     "UNK",
@@ -374,27 +365,27 @@ def mikolov_corpus(train: str | Path, valid: str | Path, test: str | Path, *, so
 
 def load_corpus(dataset: str = "ptb-treebank", *, min_count: int = 2, max_vocab: int | None = 10_000) -> LMCorpus:
     """Locate ``dataset`` through :func:`paramstress.data.load` (root → mirror →
-    download, checksums verified) and build its :class:`LMCorpus`.
-
-    ``ptb-treebank``: the loaded object's ``.nltk_root`` holds ``corpora/treebank.zip``.
-    Any other name (e.g. Mikolov's text for the paper profile) must load to an object
-    whose ``.folder`` holds ``ptb.train.txt``, ``ptb.valid.txt`` and ``ptb.test.txt``.
+    download, MD5-verified) and build its :class:`LMCorpus`: a data set whose files
+    include ``treebank.zip`` (``ptb-treebank``) is read through NLTK from its
+    ``.nltk_root``; one with ``ptb.train.txt``/``ptb.valid.txt``/``ptb.test.txt``
+    (``ptb-mikolov``, the paper profile) by :func:`mikolov_corpus` from its ``.folder``.
     """
     from . import data
 
     loaded = data.load(dataset)
+    files = set(getattr(loaded, "files", {}) or {})
     checksum = str(getattr(loaded, "checksum", ""))
     source = str(getattr(loaded, "source", ""))
-    if hasattr(loaded, "nltk_root"):
-        return treebank_corpus(loaded.nltk_root, min_count=min_count, max_vocab=max_vocab,
-                               source=source, data_checksum=checksum)
-    folder = getattr(loaded, "folder", None)
-    if folder is None:
-        raise TypeError(f"data.load({dataset!r}) returned {type(loaded).__name__} with neither .nltk_root "
-                        "(NLTK treebank) nor .folder (Mikolov's ptb.*.txt); it is not a language-modelling corpus")
-    folder = Path(folder)
-    corpus = mikolov_corpus(folder / "ptb.train.txt", folder / "ptb.valid.txt", folder / "ptb.test.txt",
-                            source=source, data_checksum=checksum, max_vocab=max_vocab)
+    if "treebank.zip" in files:
+        corpus = treebank_corpus(loaded.nltk_root, min_count=min_count, max_vocab=max_vocab,
+                                 source=source, data_checksum=checksum)
+    elif {"ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"} <= files:
+        folder = Path(loaded.folder)
+        corpus = mikolov_corpus(folder / "ptb.train.txt", folder / "ptb.valid.txt", folder / "ptb.test.txt",
+                                source=source, data_checksum=checksum, max_vocab=max_vocab)
+    else:
+        raise ValueError(f"data set {dataset!r} is not a language-modelling corpus (its files: {sorted(files)}); "
+                         "use 'ptb-treebank' (NLTK sample) or 'ptb-mikolov' (Mikolov's text)")
     corpus.dataset = dataset
     return corpus
 
@@ -683,10 +674,21 @@ class PTBLanguageModelTask(Task):
         return model.to(self.device)
 
     def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch: the windows start at a random row offset in ``[0, bptt)`` and are
-        visited in a random order (both drawn from ``generator``); each carries its context."""
-        offset = int(torch.randint(0, min(self.bptt, self.train_data.shape[0] - 1), (1,), generator=generator))
-        wins = windows(self.train_data, self.bptt, offset=offset, context=self.context)
+        """One epoch of full ``bptt`` windows (each with its context) in a random order.
+
+        The same number of windows every epoch (the schedule is per step): ``n =
+        (steps − bptt) // bptt`` of the ``steps − 1`` predictable rows per stream, starting
+        at a random offset in ``[0, bptt)``, so window boundaries move from epoch to
+        epoch and the fewer than ``2·bptt`` rows left out change too. Offset and order
+        are drawn from ``generator``. (Streams shorter than ``2·bptt + 1`` rows: the
+        windows from row 0, the last one possibly shorter.)"""
+        steps = self.train_data.shape[0]
+        if steps - 1 < 2 * self.bptt:
+            wins = windows(self.train_data, self.bptt, context=self.context)
+        else:
+            count = (steps - self.bptt) // self.bptt
+            offset = int(torch.randint(0, self.bptt, (1,), generator=generator))
+            wins = windows(self.train_data, self.bptt, offset=offset, context=self.context)[:count]
         order = torch.randperm(len(wins), generator=generator).tolist()
         return (wins[i] for i in order)
 
@@ -711,6 +713,10 @@ class PTBLanguageModelTask(Task):
         """``{"log_ppl", "loss"}`` on the evaluation split (carried hidden state; see :func:`evaluate_lm`)."""
         result = evaluate_lm(model, self.eval_ids, batch_size=self.eval_batch_size, bptt=self.eval_bptt)
         return {"log_ppl": result["log_ppl"], "loss": result["loss"]}
+
+    def reference_scores(self) -> dict[str, float]:
+        """The unigram baseline's log perplexity on the evaluation split (add-one, trained on train)."""
+        return {"unigram": self.unigram_log_ppl()}
 
     def unigram_log_ppl(self, smoothing: str = "add-one") -> float:
         """The unigram baseline on the evaluation split (the LM must be clearly below it)."""

@@ -241,20 +241,33 @@ def test_task_validates_before_loading_data():
         LM.PTBLanguageModelTask(corpus=_toy_corpus(), context=-1)
 
 
-def test_train_batches_cover_each_target_once_in_a_seeded_order():
+def test_train_batches_full_windows_same_count_seeded_order():
     task = _task()
     epoch = list(task.train_batches(torch.Generator().manual_seed(1)))
     again = list(task.train_batches(torch.Generator().manual_seed(1)))
-    other = list(task.train_batches(torch.Generator().manual_seed(2)))
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(epoch, again))
-    assert not all(torch.equal(y1, y2) for (_, y1), (_, y2) in zip(epoch, other))
     steps = task.train_data.shape[0]
-    covered = sum(y.shape[0] for _, y in epoch)
-    offset = steps - 1 - covered
-    assert 0 <= offset < task.bptt
-    for x, y in epoch:
-        assert y.shape[1] == task.batch_size and x.shape[0] - y.shape[0] <= task.context
-        assert x.shape[0] >= y.shape[0]
+    count = (steps - task.bptt) // task.bptt
+    starts = set()
+    for seed in range(8):  # the schedule is per step: every epoch has the same number of batches
+        batches = list(task.train_batches(torch.Generator().manual_seed(seed)))
+        assert len(batches) == count
+        rows = []
+        for x, y in batches:
+            assert y.shape == (task.bptt, task.batch_size)
+            c = x.shape[0] - y.shape[0]
+            assert 0 <= c <= task.context
+            # find the window's row: y is data[s+1 : s+1+bptt] and x ends at data[s+bptt-1]
+            s = next(r for r in range(steps - task.bptt) if torch.equal(task.train_data[r + 1: r + 1 + task.bptt], y))
+            assert torch.equal(x, task.train_data[s - c: s + task.bptt])
+            rows.append(s)
+        assert len(set(rows)) == count and all((r - min(rows)) % task.bptt == 0 for r in rows)  # disjoint windows
+        starts.add(min(rows))
+        if seed == 0:
+            first = [s for s in rows]
+        elif sorted(rows) == sorted(first):
+            assert rows != first  # same boundaries, so the order must differ
+    assert len(starts) > 1  # the window boundaries move between epochs
 
 
 def test_gradient_batches_counts():
@@ -345,12 +358,8 @@ def test_short_training_beats_unigram_on_toy_markov_text():
 # ------------------------------------------------------------------ the real sample
 @pytest.mark.slow
 def test_real_treebank_sample_sizes_and_training_beats_unigram(mirror):
-    from paramstress import data
-
-    if "ptb-treebank" in data.available():
-        corpus = LM.load_corpus("ptb-treebank")
-    else:  # until the data layer registers it: the same files, read directly from the mirror
-        corpus = LM.treebank_corpus(mirror / "nltk_data")
+    corpus = LM.load_corpus("ptb-treebank")
+    assert corpus.dataset == "ptb-treebank" and corpus.data_checksum and corpus.source.startswith(("root", "mirror"))
     assert sum(corpus.description["sentences"].values()) == 3914
     assert corpus.description["sentences"] == {"train": 3396, "valid": 273, "test": 245}
     assert corpus.sizes() == {"train_tokens": 75503, "valid_tokens": 5941, "test_tokens": 5579, "vocab_size": 4696}
@@ -366,3 +375,37 @@ def test_real_treebank_sample_sizes_and_training_beats_unigram(mirror):
     model = _train(task, epochs=2)
     result = task.evaluate(model)
     assert result["log_ppl"] < unigram - 0.2, (result, unigram, time.perf_counter() - start)
+
+
+def test_load_corpus_dispatches_on_the_data_layer_files(tmp_path, monkeypatch):
+    from paramstress import data
+
+    folder = tmp_path / "ptb-mikolov"
+    folder.mkdir()
+    for split, text in (("train", "a b a\nb a\n"), ("valid", "a c\n"), ("test", "b\n")):
+        (folder / f"ptb.{split}.txt").write_text(text)
+    files = {f"ptb.{s}.txt": "md5" for s in ("train", "valid", "test")}
+    loaded = data.TextFiles(name="ptb-mikolov", folder=folder, files=files, checksum="abc", source="mirror: x")
+    monkeypatch.setattr(data, "load", lambda name: loaded)
+    corpus = LM.load_corpus("ptb-mikolov")
+    assert (corpus.dataset, corpus.data_checksum, corpus.source) == ("ptb-mikolov", "abc", "mirror: x")
+    assert corpus.vocab.decode(corpus.valid) == ["a", UNK, EOS]
+    loaded.files = {"other.txt": "md5"}
+    with pytest.raises(ValueError, match="not a language-modelling corpus"):
+        LM.load_corpus("ptb-mikolov")
+
+
+@pytest.mark.parametrize("objective,params", [("cross_entropy", {}), ("sam", {"rho": 0.05})])
+def test_shared_trainer_and_gradient(tmp_path, objective, params):
+    from paramstress import tasks
+
+    task = _task()
+    cfg = tasks.TaskTrainConfig(epochs=3, lr=20.0, optimizer="sgd", momentum=0.0, nesterov=False, clip_norm=0.25,
+                                objective=objective, objective_params=params)
+    result = tasks.train_task(task, cfg, checkpoint_dir=tmp_path)
+    assert result.final["log_ppl"] < task.unigram_log_ppl() - 0.3
+    assert set(task.reference_scores()) == {"unigram"}
+    g = tasks.task_gradient(task, result.model)
+    assert g.shape == (sum(p.numel() for p in result.model.parameters()),) and torch.isfinite(g).all()
+    again = tasks.train_task(task, cfg, checkpoint_dir=tmp_path)
+    assert again.loaded
