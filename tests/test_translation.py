@@ -174,7 +174,7 @@ def test_multi30k_tiny_model_learns(tmp_path, monkeypatch):
     from paramstress.tasks import TaskTrainConfig, train_task
 
     task = T.DeEnTranslationTask(vocab_size=2000, embed_dim=64, ffn_dim=128, layers=2, heads=2, dropout=0.1,
-                                 max_tokens=1024, train_samples=3000, eval_samples=100, beam=1,
+                                 max_tokens=768, train_samples=3000, eval_samples=100, beam=1,
                                  cache_dir=str(tmp_path))
     assert task.corpus.sizes() == {"train_pairs": 29000, "valid_pairs": 1014, "test_pairs": 1000}
     initial = task.evaluate(task.build_model(0))
