@@ -50,7 +50,7 @@ Data, and choices the paper leaves open (state them wherever results are shown):
   wsj_0001–wsj_0199, 3,914 sentences, 94,084 tokens, Malt-TAB with three columns: word,
   POS, head). **It has no arc labels** (every label is empty): the label set found is
   the single label :data:`NO_LABEL` ``"_"``, so there are 3 transitions, the 12 label
-  features only say whether a child exists, and LAS = UAS is not reported. It is split
+  features only say whether a child exists, and LAS is not reported (it would equal UAS). It is split
   by file: wsj_0001–0159 train, 0160–0179 dev, 0180–0199 test
   (:data:`DEFAULT_SPLIT`). C&M train on the full WSJ (sections 02–21, ~40k sentences)
   with Stanford basic dependencies and 50-d pretrained word embeddings; no pretrained
@@ -82,6 +82,7 @@ from torch import nn
 from .tasks import Task
 
 __all__ = [
+    "DATASETS",
     "DEFAULT_SPLIT",
     "FEATURE_NAMES",
     "NO_LABEL",
@@ -113,6 +114,8 @@ NULL, UNK, ROOT = "<NULL>", "<UNK>", "<ROOT>"
 NO_LABEL = "_"
 #: Gold POS tags of the tokens left out of UAS/LAS (punctuation, PTB tag set).
 PUNCT_TAGS: frozenset[str] = frozenset({"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$"})
+#: Dependency treebanks of :mod:`paramstress.data` the task reads: NLTK's sample, the full treebank.
+DATASETS: tuple[str, ...] = ("ptb-dependency", "ptb-conll")
 #: Files of NLTK's dependency_treebank per split (wsj_0001 … wsj_0199): numbers, inclusive.
 DEFAULT_SPLIT: dict[str, tuple[int, int]] = {"train": (1, 159), "dev": (160, 179), "test": (180, 199)}
 
@@ -156,10 +159,12 @@ class Sentence:
         return len(self.words)
 
 
-def read_nltk_dependency(nltk_root: Path | str, fileids: Sequence[str] | None = None) -> dict[str, list[Sentence]]:
+def read_nltk_dependency(nltk_root: Path | str, fileids: Sequence[str] | None = None, *,
+                         max_sentences: int | None = None) -> dict[str, list[Sentence]]:
     """Read NLTK's ``dependency_treebank`` from ``<nltk_root>/corpora/dependency_treebank.zip``.
 
-    Returns ``{fileid: [Sentence, ...]}`` in file order. Read with NLTK's
+    Returns ``{fileid: [Sentence, ...]}`` in file order (``fileids``: those files only;
+    ``max_sentences``: stop after the file in which that many sentences are reached). Read with NLTK's
     ``DependencyCorpusReader`` from the zip named here, not through a (cached)
     ``LazyCorpusLoader`` that could find another copy on ``nltk.data.path``; the root
     is put on ``nltk.data.path`` because NLTK only opens files under it. Empty labels
@@ -178,7 +183,15 @@ def read_nltk_dependency(nltk_root: Path | str, fileids: Sequence[str] | None = 
     pointer = nltk.data.find("corpora/dependency_treebank.zip/dependency_treebank/", paths=[str(root)])
     reader = DependencyCorpusReader(pointer, r"wsj_\d+\.dp")
     out: dict[str, list[Sentence]] = {}
+    known = set(reader.fileids())
+    missing = [f for f in fileids or () if f not in known]
+    if missing:
+        raise ParserError(f"{zip_path} has no files {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+                          f"it holds {min(known)} ... {max(known)}")
+    count = 0
     for fid in fileids if fileids is not None else reader.fileids():
+        if max_sentences is not None and count >= max_sentences:
+            break
         sents = []
         for graph in reader.parsed_sents(fid):
             nodes = [graph.nodes[i] for i in range(1, len(graph.nodes))]
@@ -187,6 +200,7 @@ def read_nltk_dependency(nltk_root: Path | str, fileids: Sequence[str] | None = 
                 heads=tuple(int(nd["head"]) for nd in nodes),
                 labels=tuple(nd["rel"] or NO_LABEL for nd in nodes)))
         out[fid] = sents
+        count += len(sents)
     return out
 
 
@@ -505,13 +519,14 @@ def oracle_data(sentences: Sequence[Sentence], vocab: Vocabulary, system: Transi
 class ChenManningParser(nn.Module):
     """C&M's network: embeddings → one cube hidden layer → dropout → softmax layer (no bias).
 
-    Input: ``N×48`` feature ids (:data:`FEATURE_NAMES`); output: ``N×T`` transition logits.
-    Initialisation: embeddings and ``W1`` uniform in ``±init_range`` scaled so the
-    hidden pre-activations start near unit variance is not what C&M did (they use
-    ``±0.01``), see ``init``: ``"chen-manning"`` (all parameters ``U(-0.01, 0.01)``,
-    for AdaGrad as in the paper) or ``"scaled"`` (default: embeddings ``N(0, 1)``,
-    ``W1`` with std ``1/sqrt(48 d)``, ``b1 = 0``, ``W2`` with std ``1/sqrt(h)``, so the
-    cube starts in its non-linear range and Adam trains it fast).
+    Input: ``N×48`` feature ids (:data:`FEATURE_NAMES`); output: ``N×T`` transition logits
+    (``p = softmax(W2 (W1 [x^w; x^t; x^l] + b1)^3)``, C&M Eq. 1 and Fig. 2).
+
+    ``init="chen-manning"``: every parameter ``U(-0.01, 0.01)``, as in the paper, meant for
+    its AdaGrad training. ``init="scaled"`` (default; trains faster with Adam): embeddings
+    ``N(0, 1)``, ``W1`` with std ``1/sqrt(48 d)`` and ``b1 = 0`` (hidden pre-activations of
+    unit variance, where the cube is non-linear), ``W2`` with std ``1/sqrt(15 h)``
+    (``E[z^6] = 15``, so the logits start with unit variance).
     """
 
     def __init__(self, n_words: int, n_tags: int, n_labels: int, n_transitions: int, *,
@@ -538,7 +553,9 @@ class ChenManningParser(nn.Module):
                     emb.weight.normal_(0.0, 1.0)
                 self.hidden.weight.normal_(0.0, 1.0 / math.sqrt(self.hidden.in_features))
                 self.hidden.bias.zero_()
-                self.output.weight.normal_(0.0, 1.0 / math.sqrt(hidden))
+                # E[z^6] = 15 for z ~ N(0, 1): the cube's output has variance 15, so this
+                # gives logits of unit variance at initialisation
+                self.output.weight.normal_(0.0, 1.0 / math.sqrt(15.0 * hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = torch.cat([self.word_embed(x[:, :N_WORD]), self.tag_embed(x[:, N_WORD:N_WORD + N_TAG]),
@@ -680,7 +697,8 @@ class PTBParsingTask(Task):
         self.punct_tags = frozenset(punct_tags)
         self._data = None
         if splits is None:
-            splits, self._data, split_desc = self._load(dataset, split)
+            needed = {"train": max_train_sentences, eval_split: max_eval_sentences}
+            splits, self._data, split_desc = self._load(dataset, split, needed)
         else:
             dataset, split_desc = "synthetic", "given"
             splits = {k: list(v) for k, v in splits.items()}
@@ -701,23 +719,34 @@ class PTBParsingTask(Task):
         self.gradient_examples = None if gradient_examples is None else min(int(gradient_examples), len(self.train_data.y))
 
     @staticmethod
-    def _load(dataset: str, split: Mapping[str, Sequence[int]] | None):
+    def _load(dataset: str, split: Mapping[str, Sequence[int]] | None, needed: Mapping[str, int | None]):
+        """Sentences of the ``needed`` splits (name → how many, None = all), the data, a description."""
         from . import data
 
+        if dataset not in DATASETS:
+            raise ParserError(f"dataset {dataset!r} is not a dependency treebank; use one of {', '.join(DATASETS)}")
         files = data.load(dataset)
         if dataset == "ptb-dependency":
             ranges = {k: (int(v[0]), int(v[1])) for k, v in (split or DEFAULT_SPLIT).items()}
-            sents = split_by_file(read_nltk_dependency(files.nltk_root), ranges)
+            unknown = [k for k in needed if k not in ranges]
+            if unknown:
+                raise ParserError(f"splits {unknown} are not in the file split {ranges}; add their file ranges")
+            sents = {}
+            for name, limit in needed.items():  # only the files the task uses (fast small profiles)
+                lo, hi = ranges[name]
+                if lo > hi:
+                    raise ParserError(f"split {name!r}: file range {lo}-{hi} is empty")
+                read = read_nltk_dependency(files.nltk_root, [f"wsj_{i:04d}.dp" for i in range(lo, hi + 1)],
+                                            max_sentences=limit)
+                sents[name] = [x for v in read.values() for x in v]
             desc = ", ".join(f"{k} wsj_{lo:04d}-{hi:04d}" for k, (lo, hi) in ranges.items())
-        elif dataset == "ptb-conll":
+        else:  # ptb-conll
             sents = {}
             for name in ("train", "dev", "test"):
                 found = [files.folder / f"{name}.{ext}" for ext in ("conll", "conllu")
                          if (files.folder / f"{name}.{ext}").is_file()]
                 sents[name] = read_conll(found[0])
             desc = "train/dev/test CoNLL files"
-        else:
-            raise ParserError(f"dataset {dataset!r} is not a dependency treebank; use 'ptb-dependency' or 'ptb-conll'")
         return sents, files, desc
 
     # ------------------------------------------------------------------ Task contract

@@ -345,3 +345,29 @@ def test_real_task_builds(real_files):
     assert task.identity()["checksum"] == real_files[0].checksum
     out = task.evaluate(task.build_model(0))
     assert set(out) == {"uas", "loss"} and 0 <= out["uas"] <= 100
+
+
+def write_conllu(sentences, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for s in sentences:
+            for i, (w, t, h, lab) in enumerate(zip(s.words, s.tags, s.heads, s.labels), 1):
+                f.write(f"{i}\t{w}\t{w}\t_\t{t}\t_\t{h}\t{lab}\t_\t_\n")
+            f.write("\n")
+
+
+def test_paper_profile_reads_user_supplied_conll_through_the_data_layer(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "ptb-conll").mkdir(parents=True)
+    splits = {"train": toy_sentences(40, seed=7), "dev": toy_sentences(10, seed=8), "test": toy_sentences(12, seed=9)}
+    for name, sents in splits.items():
+        write_conllu(sents, root / "ptb-conll" / f"{name}.conllu")
+    monkeypatch.setenv("PARAMSTRESS_DATA", str(root))
+    monkeypatch.setenv("PARAMSTRESS_OFFLINE", "1")
+    monkeypatch.delenv("PARAMSTRESS_DATA_MIRROR", raising=False)
+    task = P.PTBParsingTask(dataset="ptb-conll", eval_split="test", embed_dim=8, hidden=16)
+    assert task.train_sentences == splits["train"] and task.eval_sentences == splits["test"]
+    assert task.labelled and task.system.num_transitions == 1 + 2 * 4
+    assert task.provenance()["source"].startswith("root")
+    assert set(task.evaluate(task.build_model(0))) == {"uas", "las", "loss"}
+    with pytest.raises(P.ParserError, match="dependency treebank"):
+        P.PTBParsingTask(dataset="multi30k")
