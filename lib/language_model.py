@@ -525,11 +525,15 @@ def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[0] < y.shape[0]:
         raise ValueError(f"x (context+T, B) and y (T, B) do not fit: {tuple(x.shape)}, {tuple(y.shape)}")
     context = x.shape[0] - y.shape[0]
-    hidden = None
-    if context:
-        with torch.no_grad():
-            _, hidden = model(x[:context])
-    logits, _ = model(x[context:], hidden)
+    # cuDNN's LSTM cannot back-propagate in eval mode (Algorithm 2's gradient is taken
+    # in eval mode): there, use PyTorch's native LSTM kernels instead
+    native = x.is_cuda and not model.training and torch.is_grad_enabled()
+    with torch.backends.cudnn.flags(enabled=False) if native else contextlib.nullcontext():
+        hidden = None
+        if context:
+            with torch.no_grad():
+                _, hidden = model(x[:context])
+        logits, _ = model(x[context:], hidden)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 

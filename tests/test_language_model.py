@@ -357,7 +357,7 @@ def test_short_training_beats_unigram_on_toy_markov_text():
 
 # ------------------------------------------------------------------ the real sample
 @pytest.mark.slow
-def test_real_treebank_sample_sizes_and_training_beats_unigram(mirror):
+def test_real_treebank_sample_sizes_and_training_beats_unigram(mirror, tmp_path):
     corpus = LM.load_corpus("ptb-treebank")
     assert corpus.dataset == "ptb-treebank" and corpus.data_checksum and corpus.source.startswith(("root", "mirror"))
     assert sum(corpus.description["sentences"].values()) == 3914
@@ -366,15 +366,18 @@ def test_real_treebank_sample_sizes_and_training_beats_unigram(mirror):
     assert corpus.vocab.decode(corpus.train[:16]) == [UNK, "vinken", "N", "years", "old", "will", "join", "the",
                                                       "board", "as", "a", "nonexecutive", "director", "nov.", "N", EOS]
     assert not any(w.startswith("*") or w in {",", ".", "``", "-lrb-", "-none-"} for w in corpus.vocab.words)
-    task = LM.PTBLanguageModelTask(corpus=corpus, eval_split="valid", emb_size=64, hidden_size=128, num_layers=1,
-                                   dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, batch_size=32, bptt=35,
-                                   context=0)
+    # the recommended `ci` profile, through the shared trainer
+    from paramstress import tasks
+
+    task = LM.PTBLanguageModelTask(corpus=corpus, emb_size=32, hidden_size=64, num_layers=1, dropout=0.1,
+                                   dropouth=0.1, dropouti=0.1, dropoute=0.0, batch_size=24, bptt=35, context=0)
     unigram = task.unigram_log_ppl()
     assert 5.7 < unigram < 6.1
+    assert task.reference_scores() == {"unigram": unigram}
+    cfg = tasks.TaskTrainConfig(epochs=2, lr=30.0, optimizer="sgd", momentum=0.0, nesterov=False, clip_norm=0.25)
     start = time.perf_counter()
-    model = _train(task, epochs=2)
-    result = task.evaluate(model)
-    assert result["log_ppl"] < unigram - 0.2, (result, unigram, time.perf_counter() - start)
+    result = tasks.train_task(task, cfg, checkpoint_dir=tmp_path)
+    assert result.final["log_ppl"] < unigram - 0.2, (result.final, unigram, time.perf_counter() - start)
 
 
 def test_load_corpus_dispatches_on_the_data_layer_files(tmp_path, monkeypatch):
