@@ -371,3 +371,13 @@ def test_paper_profile_reads_user_supplied_conll_through_the_data_layer(tmp_path
     assert set(task.evaluate(task.build_model(0))) == {"uas", "las", "loss"}
     with pytest.raises(P.ParserError, match="dependency treebank"):
         P.PTBParsingTask(dataset="multi30k")
+
+
+def test_reference_scores_of_trivial_parsers():
+    chain_right = P.Sentence(("a", "b", "c"), ("DT", "JJ", "NN"), (2, 3, 0), ("_",) * 3)  # head = next word
+    chain_left = P.Sentence(("a", "b", "c"), ("VB", "NN", "NN"), (0, 1, 2), ("_",) * 3)  # head = previous word
+    task = P.PTBParsingTask(splits={"train": [chain_right, chain_left], "dev": [chain_right, chain_left]},
+                            embed_dim=4, hidden=4, min_count=1)
+    assert task.reference_scores() == {"head = next word": 50.0, "head = previous word": 50.0}
+    task = P.PTBParsingTask(splits={"train": [chain_right], "dev": [chain_right]}, embed_dim=4, hidden=4)
+    assert task.reference_scores() == {"head = next word": 100.0, "head = previous word": 0.0}
