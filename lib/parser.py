@@ -756,9 +756,10 @@ class PTBParsingTask(Task):
         return self.system.num_labels > 1
 
     def build_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        model = ChenManningParser(len(self.vocab.words), len(self.vocab.tags), len(self.vocab.label_tokens),
-                                  self.system.num_transitions, **self.hparams)
+        with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+            torch.manual_seed(seed)
+            model = ChenManningParser(len(self.vocab.words), len(self.vocab.tags), len(self.vocab.label_tokens),
+                                      self.system.num_transitions, **self.hparams)
         return model.to(self.device)
 
     def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
