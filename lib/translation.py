@@ -228,11 +228,13 @@ class TranslationCorpus:
     def sizes(self) -> dict[str, int]:
         return {f"{split}_pairs": len(src) for split, (src, _) in self.pieces.items()}
 
-    def encode(self, split: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The split as fairseq token ids, each sentence followed by ``</s>``."""
+    def encode(self, split: str, limit: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The first ``limit`` (default all) pairs of the split as fairseq token ids, each
+        sentence followed by ``</s>`` (as ``Dictionary.encode_line``, unknown pieces → ``<unk>``)."""
         d = self.dictionary
-        return tuple([d.encode_line(line, add_if_not_exist=False, append_eos=True).long() for line in side]
-                     for side in self.pieces[split])
+        index, unk, eos = d.indices, d.unk(), d.eos()
+        return tuple([torch.tensor([index.get(p, unk) for p in line.split()] + [eos], dtype=torch.long)
+                      for line in side[:limit]] for side in self.pieces[split])
 
 
 def make_dictionary(piece_lines: Iterable[str]) -> Any:
@@ -574,9 +576,8 @@ class DeEnTranslationTask(Task):
         self.max_len_a, self.max_len_b, self.eval_batch_size = float(max_len_a), max_len_b, eval_batch_size
         self.gradient_tokens = gradient_tokens
 
-        src, tgt = self.corpus.encode("train")
-        self.train_samples = len(src) if train_samples is None else min(train_samples, len(src))
-        src, tgt = src[:self.train_samples], tgt[:self.train_samples]
+        src, tgt = self.corpus.encode("train", train_samples)
+        self.train_samples = len(src)
         self._train = [collate([src[i] for i in b], [tgt[i] for i in b], self.dictionary, self.device)
                        for b in token_batches(src, tgt, max_tokens)]
         if not self._train:

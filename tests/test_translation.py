@@ -185,3 +185,13 @@ def test_multi30k_tiny_model_learns(tmp_path, monkeypatch):
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert result.final["eval_loss"] < initial["loss"] - 1.0
     assert result.final["bleu"] > 0.0
+
+
+def test_fast_encode_matches_fairseq_encode_line(toy_task):
+    d = toy_task.dictionary
+    src, tgt = toy_task.corpus.encode("test", 5)
+    assert len(src) == len(tgt) == 5
+    for line, ids in zip(TOY_EN[:5], tgt):
+        assert torch.equal(ids, d.encode_line(line, add_if_not_exist=False, append_eos=True).long())
+    assert int(toy_task.corpus.encode("test")[0][0][0]) != d.unk()
+    assert T.TranslationCorpus.encode(toy_task.corpus, "test")[1][0].dtype == torch.long
