@@ -206,13 +206,13 @@ class TranslationCorpus:
     def _sp(self) -> Any:
         return _sp_processor(self.model_proto) if self.scheme == "sentencepiece" else None
 
-    def decode(self, piece_line: str) -> str:
-        """Subword pieces → detokenised English text (subwords removed, Moses-detokenised)."""
+    def decode(self, piece_line: str, lang: str = "en") -> str:
+        """Subword pieces → detokenised text (subwords removed, Moses-detokenised with ``lang``'s rules)."""
         if self.scheme == "sentencepiece":
             tokenised = self._sp.decode_pieces(piece_line.split())
         else:
             tokenised = _remove_subword_nmt(piece_line)
-        return moses_detokenize(tokenised, "en")
+        return moses_detokenize(tokenised, lang)
 
     @functools.cached_property
     def checksum(self) -> str:
@@ -640,6 +640,13 @@ class DeEnTranslationTask(Task):
                                 max_len_a=self.max_len_a, max_len_b=self.max_len_b,
                                 batch_size=self.eval_batch_size, device=self.device)
         return {"bleu": corpus_bleu(hyps, self.eval_references), "loss": loss}
+
+    def reference_scores(self) -> dict[str, float]:
+        """BLEU of a trivial baseline on the evaluated pairs: the German source copied as the
+        "translation" (names, numbers and cognates match; a trained model must be far above)."""
+        n = len(self.eval_src)
+        copied = [self.corpus.decode(line, "de") for line in self.corpus.pieces[self.eval_split][0][:n]]
+        return {"copy source": corpus_bleu(copied, self.eval_references)}
 
     # ----------------------------------------------------------------- identity
     def identity(self) -> dict[str, Any]:

@@ -185,6 +185,8 @@ def test_multi30k_tiny_model_learns(tmp_path, monkeypatch):
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert result.final["eval_loss"] < initial["loss"] - 1.0
     assert result.final["bleu"] > 0.0
+    copy = task.reference_scores()["copy source"]
+    assert 0.0 < copy < 10.0  # German copied as English: a few names and numbers match
 
 
 def test_fast_encode_matches_fairseq_encode_line(toy_task):
@@ -194,4 +196,6 @@ def test_fast_encode_matches_fairseq_encode_line(toy_task):
     for line, ids in zip(TOY_EN[:5], tgt):
         assert torch.equal(ids, d.encode_line(line, add_if_not_exist=False, append_eos=True).long())
     assert int(toy_task.corpus.encode("test")[0][0][0]) != d.unk()
+    assert toy_task.corpus.decode("a wood@@ en play@@ house .") == "a wooden playhouse."
+    assert toy_task.reference_scores()["copy source"] < 20.0
     assert T.TranslationCorpus.encode(toy_task.corpus, "test")[1][0].dtype == torch.long
