@@ -50,12 +50,16 @@ run: env
 
 # CPU float reductions depend on the thread count, so a model trained with 2 threads
 # differs in the last bits from one trained with 1: the nbval copies are written and
-# re-run with one thread, on every machine.
+# re-run with one thread, on every machine. They also depend on the vector instructions
+# torch, oneDNN and MKL pick for the processor (copies written on an AVX-512 machine
+# trained to other weights than on an AVX2 one): both targets cap them at AVX2.
+REPRO := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
 ci-notebooks: env
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m paramstress.runner all --ci-copies
+	$(REPRO) $(BIN)/python -m paramstress.runner all --ci-copies
 
 test: env
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(REPRO) $(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 browser-check: env
 	$(BIN)/python tests/browser_check.py _build/html

@@ -20,7 +20,8 @@ import torch
 from . import profiles
 
 PACKAGES = ("paramstress", "torch", "torchvision", "numpy", "pandas", "scipy", "seaborn",
-            "matplotlib", "papermill", "nbval", "jupyter-book", "myst-nb")
+            "matplotlib", "papermill", "nbval", "jupyter-book", "myst-nb", "fairseq-fixed", "nltk", "sacrebleu",
+            "sentencepiece")
 
 
 def device_description(device: torch.device | str) -> str:
@@ -120,8 +121,10 @@ class Run:
         rows = [("profile", profile),
                 ("parameters", ", ".join(f"{k}={v!r}" for k, v in r["parameters"].items() if k != "profile"))]
         for d in r["data"]:
-            rows.append((f"data: {d['dataset']}",
-                         f"{d['source']} · MD5 {d['checksum']} · {d['train']:,} train / {d['test']:,} test"))
+            sizes = [f"{v:,} {k}" for k, v in d.items()
+                     if k not in ("dataset", "source", "checksum") and isinstance(v, int) and not isinstance(v, bool)]
+            rows.append((f"data: {d['dataset']}", " · ".join([str(d.get("source", "?")), f"MD5 {d.get('checksum', '')}"]
+                                                              + ([" / ".join(sizes)] if sizes else []))))
         rows += [("device", r["device"]),
                  ("packages", ", ".join(f"{k} {v}" for k, v in r["packages"].items())),
                  ("git commit", r["git_commit"]),

@@ -622,7 +622,9 @@ class DeEnTranslationTask(Task):
         corpus BLEU of the beam-search translations (a batch whose generation raises
         counts as empty translations) and the teacher-forced NLL per reference token
         (``inf`` when any logit is not finite)."""
-        with _eval_mode(model), torch.inference_mode():
+        # no_grad, not inference_mode: fairseq caches tensors made here (the decoder's future mask)
+        # and reuses them in later gradient passes, where inference tensors are refused
+        with _eval_mode(model), torch.no_grad():
             total, tokens, finite = torch.zeros((), dtype=torch.float64, device=self.device), 0, True
             for x, y in self._eval:
                 lprobs = _lprobs(model, x)
