@@ -117,6 +117,8 @@ def _quiet_fairseq() -> None:
 def _fairseq() -> Any:
     """Import fairseq once (it is slow and chatty); fail with the install command."""
     _quiet_fairseq()
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     try:
         import fairseq  # noqa: F401
         import fairseq.models.transformer  # noqa: F401  (registers transformer_iwslt_de_en)
@@ -125,6 +127,13 @@ def _fairseq() -> Any:
             f"paramstress.translation needs fairseq ({err}). Install it into the environment with "
             "`pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1` after "
             "`pip install -r requirements.txt` (the Makefile's `env` target does both)") from err
+    finally:
+        # fairseq's modules call logging.basicConfig(level=DEBUG) on import: put the root logger
+        # back, or every library (matplotlib's font search, ...) floods the notebooks with DEBUG lines
+        root.setLevel(level)
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
     _quiet_fairseq()
     return fairseq
 

@@ -1,4 +1,5 @@
 """De-En translation task (paramstress.translation): BLEU, subwords, loss, model, evaluate."""
+import logging
 import math
 import os
 import subprocess
@@ -199,3 +200,11 @@ def test_fast_encode_matches_fairseq_encode_line(toy_task):
     assert toy_task.corpus.decode("a wood@@ en play@@ house .") == "a wooden playhouse."
     assert toy_task.reference_scores()["copy source"] < 20.0
     assert T.TranslationCorpus.encode(toy_task.corpus, "test")[1][0].dtype == torch.long
+
+
+def test_importing_fairseq_leaves_the_root_logger_alone():
+    # a fresh interpreter: fairseq configures logging only when first imported
+    code = ("import logging; from paramstress import translation; translation._fairseq(); "
+            "root = logging.getLogger(); print(root.level, len(root.handlers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(logging.WARNING), "0"]
