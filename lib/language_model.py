@@ -95,6 +95,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sweep import _eval_mode
 from .tasks import Task
 
 __all__ = [
@@ -535,17 +536,6 @@ def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 _, hidden = model(x[:context])
         logits, _ = model(x[context:], hidden)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(mod, mod.training) for mod in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for mod, training in modes:
-            mod.train(training)
 
 
 def evaluate_lm(model: nn.Module, ids: torch.Tensor, *, batch_size: int = 10, bptt: int = 70) -> dict[str, float]:

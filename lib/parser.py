@@ -80,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sweep import _eval_mode
 from .tasks import Task
 
 __all__ = [
@@ -645,12 +646,6 @@ def attachment_scores(gold: Sequence[Sentence], predicted: Sequence[tuple[Sequen
 
 
 # =========================================================================== the task
-def _eval_mode(model: nn.Module):
-    from .sweep import _eval_mode as mode
-
-    return mode(model)
-
-
 class PTBParsingTask(Task):
     """Sun et al. Table 1, "PTB-Parsing": C&M's parser on a dependency treebank, metric UAS.
 

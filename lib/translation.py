@@ -63,7 +63,6 @@ weights go through :func:`paramstress.tasks.train_task`'s own files), so fairseq
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import hashlib
 import io
@@ -79,6 +78,7 @@ import torch
 from torch import nn
 
 from .storage import atomic_save
+from .sweep import _eval_mode
 from .tasks import Task
 
 __all__ = [
@@ -443,17 +443,6 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(mod, mod.training) for mod in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for mod, training in modes:
-            mod.train(training)
 
 
 def translate(model: nn.Module, src: Sequence[torch.Tensor], dictionary: Any, decode: Callable[[str], str], *,
