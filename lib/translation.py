@@ -68,6 +68,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -111,6 +112,13 @@ LANGS = ("de", "en")
 def _quiet_fairseq() -> None:
     for name in ("fairseq", "fairseq.tasks.text_to_speech", "fairseq.tasks"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# fairseq passes a boolean padding mask with a float attention mask to torch's attention, which
+# warns once per process; where the first warning lands depends on what ran before (training or
+# a cached model), so notebooks would differ between runs: it is silenced.
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask is deprecated",
+                        category=UserWarning)
 
 
 @functools.lru_cache(maxsize=1)
