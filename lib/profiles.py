@@ -10,6 +10,11 @@ book publishes::
       gpu:   {...}            # paper-scale on the offline data, one 10-minute GPU command
       paper: {...}            # the papers' own data sets and budgets, downloaded
 
+A notebook that continues another one's work can take some keys from it, so that the
+two never drift apart (and share cached models)::
+
+    shares: {from: text_tasks, keys: [task_params, train_params]}
+
 Every profile lists the same keys; the notebook's ``parameters`` cell holds the
 ``local`` values as defaults, so ``papermill book/<nb>.ipynb out.ipynb -p key value``
 runs without the runner (a test keeps the two in step).
@@ -50,12 +55,35 @@ def notebooks() -> list[str]:
     return sorted(p.stem for p in params_dir().glob("*.yml"))
 
 
+def _load_raw(notebook: str) -> dict[str, Any]:
+    path = params_dir() / f"{notebook}.yml"
+    if not path.exists():
+        raise ProfileError(f"unknown notebook {notebook!r}; known: {', '.join(notebooks()) or '(none)'}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
 def _load(notebook: str) -> dict[str, Any]:
     path = params_dir() / f"{notebook}.yml"
     if not path.exists():
         raise ProfileError(f"unknown notebook {notebook!r}; known: {', '.join(notebooks()) or '(none)'}")
     spec = yaml.safe_load(path.read_text())
     profiles = spec.get("profiles", {})
+    shares = spec.get("shares")
+    if shares is not None:
+        if not isinstance(shares, dict) or set(shares) != {"from", "keys"} or not shares["keys"]:
+            raise ProfileError(f"{path}: 'shares' must be {{from: <notebook>, keys: [<key>, ...]}}, got {shares!r}")
+        if shares["from"] == notebook or _load_raw(shares["from"]).get("shares"):
+            raise ProfileError(f"{path}: 'shares' must name a notebook that shares nothing itself")
+        source = _load(shares["from"])
+        for profile, values in profiles.items():
+            clash = sorted(set(shares["keys"]) & set(values or {}))
+            if clash:
+                raise ProfileError(f"{path}: profile {profile!r} defines {clash}, which it shares from "
+                                   f"{shares['from']!r}; remove them here")
+            missing = [k for k in shares["keys"] if k not in source["profiles"].get(profile, {})]
+            if missing:
+                raise ProfileError(f"{path}: {shares['from']!r} has no {missing} in profile {profile!r}")
+            profiles[profile] = {**(values or {}), **{k: source["profiles"][profile][k] for k in shares["keys"]}}
     missing = [p for p in PROFILES if p not in profiles]
     if missing:
         raise ProfileError(f"{path}: profiles {missing} are not defined; every notebook defines {PROFILES}")

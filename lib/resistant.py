@@ -20,7 +20,11 @@ This module holds what the Table 2 page computes beyond the library's sweep:
 - :func:`select_virtual`: the search rule for the virtual corruption's size;
 - :func:`summarize`, :func:`table2`: mean ± std over seeds and the paper's layout,
   with :func:`paper_table2` (the paper's CIFAR-10 columns) beside ours;
-- :func:`resistance_claim`: the paper's claim, tested ε by ε.
+- :func:`resistance_claim`: the paper's claim, tested ε by ε;
+- :func:`task_table2`: the whole of Table 2 for one text task of
+  :mod:`paramstress.tasks` (baseline, virtual-corruption search on the task's
+  validation split, the chosen model and the baseline on the evaluation split),
+  through the shared task trainer and :func:`paramstress.tasks.task_corrupted_scores`.
 
 Choices stated here (and on the page):
 
@@ -47,7 +51,8 @@ from torch import nn
 
 from . import corruption as C
 from .data import ImageData
-from .objectives import OBJECTIVE_LABELS
+from .objectives import OBJECTIVE_LABELS, parse_p
+from .training import make_objective
 from .sweep import corruption_sweep, evaluate, iter_batches
 from .tables import CLEAN_ROW
 
@@ -60,7 +65,10 @@ __all__ = [
     "summarize",
     "table2",
     "paper_table2",
+    "PAPER_TABLE2",
     "resistance_claim",
+    "TaskTable2",
+    "task_table2",
 ]
 
 #: Column labels of the trainers, in the table's order.
@@ -176,46 +184,59 @@ def corrupted_accuracy(
 
 
 def select_virtual(search: pd.DataFrame, baseline: pd.DataFrame, *, clean_tolerance: float = 1.0,
-                   size_col: str = "virtual_eps") -> tuple[float, pd.DataFrame]:
+                   size_col: str = "virtual_eps", metric: str = "accuracy",
+                   higher_is_better: bool = True) -> tuple[float, pd.DataFrame]:
     """The search rule for the virtual corruption (see the module docstring).
 
-    ``search``: rows of :func:`corrupted_accuracy` on the validation set with a
+    ``search``: rows of :func:`corrupted_accuracy` (or, for any task,
+    :func:`paramstress.tasks.task_corrupted_scores`) on the validation set with a
     ``size_col`` column (one value per searched size); ``baseline``: the baseline's
-    rows. Returns the chosen size and one row per size: ``clean`` (validation
-    accuracy), ``corrupted_mean`` (mean over the ε grid), ``clean_cost`` (baseline
-    clean − clean), ``eligible`` and ``selected``.
+    rows. ``metric`` names the score column; with ``higher_is_better=False`` (log
+    perplexity) "better" and "cost" are read the other way. Returns the chosen size and
+    one row per size: ``clean`` (validation score), ``corrupted_mean`` (mean over the ε
+    grid), ``clean_cost`` (how much worse than the baseline's clean score, in the
+    metric's units), ``corrupted_gain`` (how much better than the baseline's corrupted
+    mean), ``eligible`` and ``selected``.
     """
     if search.empty or size_col not in search.columns:
         raise ValueError(f"search needs rows with a {size_col!r} column")
-    base_clean = float(baseline.loc[baseline["eps"].isna(), "accuracy"].iloc[0])
-    base_corrupted = float(baseline.loc[baseline["eps"].notna(), "accuracy"].mean())
+    for name, frame in (("search", search), ("baseline", baseline)):
+        if metric not in frame.columns:
+            raise ValueError(f"{name} has no {metric!r} column; pass metric= the score column "
+                             f"(columns: {list(frame.columns)})")
+    sign = 1.0 if higher_is_better else -1.0
+    base_clean = float(baseline.loc[baseline["eps"].isna(), metric].iloc[0])
+    base_corrupted = float(baseline.loc[baseline["eps"].notna(), metric].mean())
     records = []
     for size, rows in search.groupby(size_col, sort=True):
-        clean = float(rows.loc[rows["eps"].isna(), "accuracy"].iloc[0])
-        corrupted = float(rows.loc[rows["eps"].notna(), "accuracy"].mean())
+        clean = float(rows.loc[rows["eps"].isna(), metric].iloc[0])
+        corrupted = float(rows.loc[rows["eps"].notna(), metric].mean())
+        cost = sign * (base_clean - clean)
         records.append({size_col: float(size), "clean": clean, "corrupted_mean": corrupted,
-                        "clean_cost": base_clean - clean, "corrupted_gain": corrupted - base_corrupted,
-                        "eligible": base_clean - clean <= clean_tolerance})
+                        "clean_cost": cost, "corrupted_gain": sign * (corrupted - base_corrupted),
+                        "eligible": cost <= clean_tolerance})
     table = pd.DataFrame.from_records(records)
     pool = table[table["eligible"]]
+    best = (lambda col: col.idxmax()) if higher_is_better else (lambda col: col.idxmin())
     if len(pool):
-        chosen = float(pool.loc[pool["corrupted_mean"].idxmax(), size_col])
+        chosen = float(pool.loc[best(pool["corrupted_mean"]), size_col])
     else:
-        chosen = float(table.loc[table["clean"].idxmax(), size_col])
+        chosen = float(table.loc[best(table["clean"]), size_col])
     table["selected"] = table[size_col] == chosen
     return chosen, table
 
 
 # --------------------------------------------------------------------------- tables
-def summarize(results: pd.DataFrame, *, trainer_col: str = "trainer") -> pd.DataFrame:
+def summarize(results: pd.DataFrame, *, trainer_col: str = "trainer", metric: str = "accuracy") -> pd.DataFrame:
     """Mean, std (``ddof = 1``; NaN for one seed), min, max and seed count of the
-    accuracy per trainer and ε (NaN ε = clean), in the order trainers first appear."""
-    needed = [trainer_col, "seed", "eps", "accuracy"]
+    score column ``metric`` per trainer and ε (NaN ε = clean), in the order trainers
+    first appear."""
+    needed = [trainer_col, "seed", "eps", metric]
     missing = [c for c in needed if c not in results.columns]
     if missing:
         raise ValueError(f"results lack columns {missing}")
     frame = results.assign(_eps=results["eps"].fillna(-1.0))
-    out = (frame.groupby([trainer_col, "_eps"], sort=False)["accuracy"]
+    out = (frame.groupby([trainer_col, "_eps"], sort=False)[metric]
            .agg(mean="mean", std="std", min="min", max="max", seeds="count").reset_index())
     out["eps"] = out["_eps"].where(out["_eps"] >= 0)
     order = {t: i for i, t in enumerate(dict.fromkeys(results[trainer_col]))}
@@ -230,19 +251,24 @@ def _row_label(eps: float) -> str:
 
 
 def table2(summary: pd.DataFrame, *, labels: Mapping[str, str] | None = None, baseline: str = "baseline",
-           decimals: int = 2, trainer_col: str = "trainer", paper: bool = True) -> pd.DataFrame:
+           decimals: int = 2, trainer_col: str = "trainer", paper: bool | str = True) -> pd.DataFrame:
     """Table 2 in the paper's layout: a clean row on top, then one row per ε (``L2``,
     ``n = k``); one column per trainer, ``mean ± std`` over seeds (just the mean for one
     seed); the clean row of every other trainer adds its change from the baseline in
-    parentheses, as the paper's "96.12 (+1.86)". With ``paper``, the paper's CIFAR-10
-    ResNet-34 Baseline and Proposed columns (:func:`paper_table2`) are joined on the
-    rows they share (``—`` elsewhere): different data and model, see the page."""
+    parentheses, as the paper's "96.12 (+1.86)". With ``paper`` (``True``: CIFAR-10, or
+    a task of :data:`PAPER_TABLE2`, e.g. ``"De-En"``), the paper's Baseline and Proposed
+    columns of that task (:func:`paper_table2`) are joined on the rows they share (``—``
+    elsewhere): different data and models, see the page."""
     labels = dict(labels or {})
     base = summary[summary[trainer_col] == baseline].set_index(summary.loc[summary[trainer_col] == baseline, "eps"]
                                                                .fillna(-1.0))["mean"]
     rows: dict[str, dict[str, str]] = {}
-    eps_order = sorted(summary["eps"].dropna().unique())
-    for eps in [math.nan] + list(eps_order):
+    task = None if not paper else ("CIFAR-10" if paper is True else str(paper))
+    ref = paper_table2(task) if task else None
+    eps_set = set(summary["eps"].dropna().astype(float))
+    if ref is not None and task != "CIFAR-10":  # the paper's own rows that ours lack join, in ε order
+        eps_set |= set(ref["eps"].dropna().astype(float))
+    for eps in [math.nan] + sorted(eps_set):
         rows[_row_label(eps)] = {}
     for trainer, part in summary.groupby(trainer_col, sort=False):
         column = labels.get(trainer, TRAINER_LABELS.get(trainer, trainer))
@@ -253,52 +279,66 @@ def table2(summary: pd.DataFrame, *, labels: Mapping[str, str] | None = None, ba
             if pd.isna(r["eps"]) and trainer != baseline and -1.0 in base.index:
                 text += f" ({r['mean'] - base[-1.0]:+.{decimals}f})"
             rows[_row_label(r["eps"])][column] = text
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(list(rows))
     table.index.name = "ε (L2, n = k)"
-    if paper:
-        ref = paper_table2()
+    if ref is not None:
         ref_rows = {_row_label(e): (b, q) for e, b, q in zip(ref["eps"], ref["baseline"], ref["proposed"])}
-        table["CIFAR-10 Baseline (paper)"] = [f"{ref_rows[i][0]:.2f}" if i in ref_rows else "—" for i in table.index]
-        table["CIFAR-10 Proposed (paper)"] = [
+        table[f"{task} Baseline (paper)"] = [f"{ref_rows[i][0]:.2f}" if i in ref_rows else "—" for i in table.index]
+        table[f"{task} Proposed (paper)"] = [
             (f"{ref_rows[i][1]:.2f}" + (f" ({ref_rows[i][1] - ref_rows[i][0]:+.2f})" if i == CLEAN_ROW else ""))
             if i in ref_rows else "—" for i in table.index]
     return table.fillna("—")
 
 
-#: Sun et al. (2021), Table 2, CIFAR-10 column (ResNet-34, accuracy %, L2, n = k):
-#: ε (None = w/o corruption) → (Baseline, Proposed).
-_PAPER_TABLE2_CIFAR10: dict[float | None, tuple[float, float]] = {
-    None: (94.26, 96.12),
-    0.05: (93.20, 95.65),
-    0.1: (89.84, 94.59),
-    0.2: (71.44, 87.92),
-    0.5: (13.77, 21.42),
-    1.0: (10.00, 10.94),
+#: Sun et al. (2021), Table 2, transcribed: task → ε (None = w/o corruption) →
+#: (Baseline, Proposed), ``L2``, ``n = k``. Metrics: accuracy (%) for Tiny-ImageNet and
+#: CIFAR-10 (ResNet-34), log perplexity for PTB-LM (LSTM; the paper prints the clean row
+#: as perplexity, 70.09 → 68.28, stored here as its natural log so that the column has one
+#: unit), UAS for PTB-Parsing (MLP), BLEU for De-En (Transformer).
+PAPER_TABLE2: dict[str, dict[float | None, tuple[float, float]]] = {
+    "Tiny-ImageNet": {None: (66.56, 67.06), 0.05: (64.88, 65.79), 0.1: (60.70, 63.47), 0.2: (41.79, 52.51),
+                      0.5: (1.07, 7.92), 1.0: (0.55, 1.26)},
+    "CIFAR-10": {None: (94.26, 96.12), 0.05: (93.20, 95.65), 0.1: (89.84, 94.59), 0.2: (71.44, 87.92),
+                 0.5: (13.77, 21.42), 1.0: (10.00, 10.94)},
+    "PTB-LM": {None: (round(math.log(70.09), 4), round(math.log(68.28), 4)), 2.0: (4.28, 4.24), 5.0: (4.43, 4.24),
+               10.0: (4.94, 4.24), 20.0: (6.45, 4.27), 50.0: (12.11, 4.62)},
+    "PTB-Parsing": {None: (87.26, 87.89), 0.005: (86.74, 87.67), 0.01: (85.32, 87.26), 0.05: (72.32, 82.06),
+                    0.1: (61.80, 73.19), 0.2: (49.46, 57.73)},
+    "De-En": {None: (35.33, 35.69), 0.5: (31.68, 34.84), 0.75: (22.13, 33.58), 1.0: (11.17, 31.25),
+              1.25: (3.47, 24.47), 1.5: (1.56, 14.91)},
 }
+#: The paper's perplexities in the PTB-LM clean row (Table 2 prints them, not log PPL).
+PAPER_TABLE2_PTB_LM_PPL: tuple[float, float] = (70.09, 68.28)
 
 
-def paper_table2() -> pd.DataFrame:
-    """The paper's Table 2 for CIFAR-10 (ResNet-34), transcribed: columns ``eps`` (NaN
-    for the clean row), ``baseline``, ``proposed``, ``change`` (accuracy %, L2, n = k)."""
-    rows = [{"eps": math.nan if e is None else e, "baseline": b, "proposed": q, "change": round(q - b, 2)}
-            for e, (b, q) in _PAPER_TABLE2_CIFAR10.items()]
+def paper_table2(task: str = "CIFAR-10") -> pd.DataFrame:
+    """The paper's Table 2 for one task (:data:`PAPER_TABLE2`), transcribed: columns
+    ``eps`` (NaN for the clean row), ``baseline``, ``proposed``, ``change`` (``L2``,
+    ``n = k``; the task's metric)."""
+    if task not in PAPER_TABLE2:
+        raise ValueError(f"the paper's Table 2 has no task {task!r}; its tasks: {list(PAPER_TABLE2)}")
+    rows = [{"eps": math.nan if e is None else e, "baseline": b, "proposed": q, "change": round(q - b, 4)}
+            for e, (b, q) in PAPER_TABLE2[task].items()]
     return pd.DataFrame.from_records(rows)
 
 
 # --------------------------------------------------------------------------- the claim
 def resistance_claim(summary: pd.DataFrame, trainer: str, *, baseline: str = "baseline", min_drop: float = 10.0,
-                     max_clean_cost: float = 1.0, min_se: float = 2.0, trainer_col: str = "trainer") -> pd.DataFrame:
+                     max_clean_cost: float = 1.0, min_se: float = 2.0, trainer_col: str = "trainer",
+                     higher_is_better: bool = True, metric: str = "accuracy") -> pd.DataFrame:
     """The paper's claim for ``trainer``, ε by ε: at an ε where the baseline loses at least
-    ``min_drop`` points (mean over seeds), does ``trainer`` raise the corrupted accuracy,
-    at a clean-accuracy cost of at most ``max_clean_cost`` points?
+    ``min_drop`` (mean over seeds, in the metric's units), does ``trainer`` improve the
+    corrupted score, at a clean cost of at most ``max_clean_cost``?
 
-    One row per such ε: ``baseline_drop``, ``baseline``/``trainer`` accuracy (means),
-    ``gain`` (trainer − baseline), ``gain_se`` (standard error of the difference of the
-    means, from the seeds' standard deviations; NaN for one seed), ``clean_cost``
-    (baseline clean − trainer clean), ``resolved`` (the gain exceeds ``min_se`` standard
+    With ``higher_is_better=False`` (log perplexity) a loss is a rise and a gain a fall.
+    One row per such ε: ``baseline_drop`` (how much worse than clean), ``baseline`` and
+    ``<metric>`` (the trainer's score; means), ``gain`` (how much better the trainer is),
+    ``gain_se`` (standard error of the difference of the means, from the seeds' standard
+    deviations; NaN for one seed), ``clean_cost`` (how much worse the trainer's clean
+    score is than the baseline's), ``resolved`` (the gain exceeds ``min_se`` standard
     errors; with one seed, where there is no standard error, any positive gain counts)
     and ``holds`` (``gain > 0``, ``resolved`` and ``clean_cost ≤ max_clean_cost``).
-    Empty when the baseline never loses ``min_drop`` points.
+    Empty when the baseline never loses ``min_drop``.
     """
     def pick(name: str) -> pd.DataFrame:
         part = summary[summary[trainer_col] == name]
@@ -306,25 +346,152 @@ def resistance_claim(summary: pd.DataFrame, trainer: str, *, baseline: str = "ba
             raise ValueError(f"no rows for trainer {name!r}; trainers: {list(dict.fromkeys(summary[trainer_col]))}")
         return part.assign(_eps=part["eps"].fillna(-1.0)).set_index("_eps")
 
+    sign = 1.0 if higher_is_better else -1.0
     base, other = pick(baseline), pick(trainer)
     base_clean, other_clean = float(base.loc[-1.0, "mean"]), float(other.loc[-1.0, "mean"])
     records = []
     for eps, row in base.iterrows():
         if eps < 0 or eps not in other.index:
             continue
-        drop = base_clean - float(row["mean"])
+        drop = sign * (base_clean - float(row["mean"]))
         if drop < min_drop:
             continue
         o = other.loc[eps]
         se = math.sqrt(row["std"] ** 2 / row["seeds"] + o["std"] ** 2 / o["seeds"]) \
             if row["seeds"] > 1 and o["seeds"] > 1 else math.nan
-        gain = float(o["mean"]) - float(row["mean"])
-        cost = base_clean - other_clean
+        gain = sign * (float(o["mean"]) - float(row["mean"]))
+        cost = sign * (base_clean - other_clean)
         resolved = bool(gain > 0 and (math.isnan(se) or gain > min_se * se))
         records.append({"trainer": trainer, "eps": float(eps), "baseline_drop": drop,
-                        "baseline": float(row["mean"]), "accuracy": float(o["mean"]), "gain": gain, "gain_se": se,
+                        "baseline": float(row["mean"]), metric: float(o["mean"]), "gain": gain, "gain_se": se,
                         "clean_cost": cost, "resolved": resolved,
                         "holds": bool(gain > 0 and resolved and cost <= max_clean_cost)})
-    columns = ["trainer", "eps", "baseline_drop", "baseline", "accuracy", "gain", "gain_se", "clean_cost",
+    columns = ["trainer", "eps", "baseline_drop", "baseline", metric, "gain", "gain_se", "clean_cost",
                "resolved", "holds"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+# --------------------------------------------------------------------------- text tasks
+@dataclasses.dataclass
+class TaskTable2:
+    """What :func:`task_table2` found for one task.
+
+    ``results``: one row per (trainer, seed, ε) on the evaluation split (``trainer``
+    ``baseline`` / ``resistant``, ``seed``, ``eps`` (NaN = clean), the metric, ``loss``,
+    ``delta_loss``, ``indicator``, ``virtual_eps``); ``search``: the validation rows of
+    every searched size (and the baseline's, ``virtual_eps`` NaN); ``selection``: the
+    table of :func:`select_virtual`; ``chosen``: the selected size; ``models``: the
+    trained models by ``(trainer, seed)``; ``seconds``: training and evaluation time.
+    """
+
+    results: pd.DataFrame
+    search: pd.DataFrame
+    selection: pd.DataFrame
+    chosen: float
+    models: dict[tuple[str, int], nn.Module]
+    histories: dict[tuple[str, float | None, int], list[dict[str, float]]]
+    seconds: dict[str, float]
+
+
+def task_table2(
+    task: Any,
+    validation_task: Any,
+    train: Mapping[str, Any],
+    *,
+    virtual_eps: Sequence[float],
+    eval_eps: Sequence[float],
+    alpha: float = 0.5,
+    p: float | str = 2,
+    objective: str = "corruption_direct",
+    seeds: Sequence[int] = (0,),
+    clean_tolerance: float = 1.0,
+    checkpoint_dir: Any = None,
+    progress: bool = False,
+) -> TaskTable2:
+    """Table 2 for one task of :mod:`paramstress.tasks` (Sun et al. 2021, Eqs. 13/16, Table 2).
+
+    ``train``: the :class:`~paramstress.tasks.TaskTrainConfig` fields shared by every
+    trainer (the seed is added). Steps:
+
+    1. the baseline (cross-entropy) for the first seed, and one corruption-resistant
+       model per size in ``virtual_eps`` (``objective``: ``corruption_direct``, Eq. 13,
+       or ``corruption_resistant``, Eq. 16; ``alpha``, ``p``), all with the same loop;
+    2. each model's gradient once over the task's gradient data (Algorithm 2) and its
+       scores on ``validation_task``'s split, clean and under the ``L_p`` (``p = 2``),
+       ``n = k`` gradient-based corruption at each of ``eval_eps``;
+    3. :func:`select_virtual` picks the size (in the metric's direction);
+    4. the baseline and the chosen size for every seed, scored the same way on
+       ``task``'s evaluation split (the searched model of the first seed is reused).
+
+    ``task`` and ``validation_task`` must be the same task with the same training data
+    (their :meth:`identity` must agree), differing only in the split they evaluate.
+    Models are cached by :func:`paramstress.tasks.train_task`. Weights are restored
+    bit-identically after every corruption.
+    """
+    import time
+
+    from . import tasks as T
+
+    if task.identity() != validation_task.identity():
+        raise ValueError("task and validation_task train on different data or models; build the validation task "
+                         "with the same parameters and only another eval_split")
+    if not virtual_eps:
+        raise ValueError("virtual_eps is empty: give the virtual-corruption sizes to search, e.g. [0.05, 0.1]")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one training seed")
+    eps_list = [C._check_eps(e) for e in eval_eps]
+    if not eps_list:
+        raise ValueError("eval_eps is empty: give the Table 2 ε grid (L2, n = k)")
+    virtual = [C._check_eps(e) for e in virtual_eps]
+    p_float = parse_p(p)
+    p_json: Any = "inf" if math.isinf(p_float) else p
+    metric, better = task.metric, task.higher_is_better
+
+    def config(seed: int, size: float | None) -> Any:
+        if size is None:
+            return T.TaskTrainConfig(**dict(train), seed=seed)
+        return T.TaskTrainConfig(**dict(train), seed=seed, objective=objective,
+                                 objective_params={"alpha": alpha, "eps": size, "p": p_json})
+
+    seconds = {"training": 0.0, "evaluation": 0.0}
+    models: dict[tuple[str, float | None, int], nn.Module] = {}
+    histories: dict[tuple[str, float | None, int], list[dict[str, float]]] = {}
+    grads: dict[tuple[str, float | None, int], torch.Tensor] = {}
+
+    def model_for(trainer: str, size: float | None, seed: int) -> nn.Module:
+        key = (trainer, size, seed)
+        if key not in models:
+            began = time.perf_counter()
+            result = T.train_task(task, config(seed, size), checkpoint_dir=checkpoint_dir, progress=progress)
+            seconds["training"] += time.perf_counter() - began
+            models[key], histories[key] = result.model, result.history
+        return models[key]
+
+    def scores(on: Any, trainer: str, size: float | None, seed: int) -> pd.DataFrame:
+        model = model_for(trainer, size, seed)
+        began = time.perf_counter()
+        key = (trainer, size, seed)
+        if key not in grads:
+            grads[key] = T.task_gradient(task, model)
+        out = T.task_corrupted_scores(on, model, eps_values=eps_list, p=p_float, grad_vec=grads[key])
+        seconds["evaluation"] += time.perf_counter() - began
+        return out.assign(trainer=trainer, seed=seed, virtual_eps=math.nan if size is None else size)
+
+    for size in (None, *virtual):  # every config and objective checked before the first step
+        cfg = config(seeds[0], size)
+        make_objective(cfg.objective, cfg.objective_params)
+    first = seeds[0]
+    base_val = scores(validation_task, "baseline", None, first)
+    search = pd.concat([scores(validation_task, "resistant", size, first) for size in virtual], ignore_index=True)
+    chosen, selection = select_virtual(search, base_val, clean_tolerance=clean_tolerance, metric=metric,
+                                       higher_is_better=better)
+    results = pd.concat([frame for seed in seeds for frame in
+                         (scores(task, "baseline", None, seed), scores(task, "resistant", chosen, seed))],
+                        ignore_index=True)
+    columns = ["trainer", "seed", "virtual_eps", "eps", metric, "loss", "delta_loss", "indicator"]
+    return TaskTable2(
+        results=results[columns], search=pd.concat([base_val, search], ignore_index=True)[columns],
+        selection=selection, chosen=chosen,
+        models={(trainer, seed): m for (trainer, size, seed), m in models.items()
+                if trainer == "baseline" or size == chosen},
+        histories=histories, seconds=seconds)

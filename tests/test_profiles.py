@@ -73,3 +73,25 @@ def test_git_commit_ignores_run_outputs_but_not_code():
         assert provenance.git_commit().endswith("+ uncommitted changes")
     finally:
         source.write_bytes(original)
+
+
+def _write_profiles(folder, name, profiles_body, **extra):
+    import yaml
+    spec = {"published": "local", "profiles": {p: dict(profiles_body) for p in profiles.PROFILES}, **extra}
+    (folder / f"{name}.yml").write_text(yaml.safe_dump(spec))
+
+
+def test_shared_keys_come_from_the_other_notebook(tmp_path, monkeypatch):
+    monkeypatch.setattr(profiles, "params_dir", lambda: tmp_path)
+    _write_profiles(tmp_path, "first", {"task_params": {"a": 1}, "seed": 3})
+    _write_profiles(tmp_path, "second", {"grid": [1, 2]}, shares={"from": "first", "keys": ["task_params"]})
+    assert profiles.parameters("second", "gpu") == {"grid": [1, 2], "task_params": {"a": 1}, "profile": "gpu"}
+    _write_profiles(tmp_path, "clash", {"task_params": {}}, shares={"from": "first", "keys": ["task_params"]})
+    with pytest.raises(profiles.ProfileError, match="remove them here"):
+        profiles.parameters("clash")
+    _write_profiles(tmp_path, "absent", {"grid": 1}, shares={"from": "first", "keys": ["nothing"]})
+    with pytest.raises(profiles.ProfileError, match="has no"):
+        profiles.parameters("absent")
+    _write_profiles(tmp_path, "chain", {"grid": 1}, shares={"from": "second", "keys": ["grid"]})
+    with pytest.raises(profiles.ProfileError, match="shares nothing itself"):
+        profiles.parameters("chain")

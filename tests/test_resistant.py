@@ -154,3 +154,61 @@ def test_resistance_claim() -> None:
     assert R.resistance_claim(summary, "good", min_drop=50).empty
     with pytest.raises(ValueError, match="no rows for trainer"):
         R.resistance_claim(summary, "nope")
+
+
+def test_select_virtual_lower_is_better_reads_cost_and_gain_the_other_way() -> None:
+    # log perplexity: the baseline is 5.0 clean and 6.0 / 8.0 corrupted
+    baseline = pd.DataFrame({"eps": [math.nan, 2.0, 5.0], "log_ppl": [5.0, 6.0, 8.0]})
+    search = pd.DataFrame({
+        "virtual_eps": [1.0] * 3 + [2.0] * 3 + [5.0] * 3,
+        "eps": [math.nan, 2.0, 5.0] * 3,
+        "log_ppl": [4.95, 5.8, 7.0, 5.05, 5.5, 6.0, 5.5, 5.6, 5.7],
+    })
+    chosen, table = R.select_virtual(search, baseline, clean_tolerance=0.1, metric="log_ppl", higher_is_better=False)
+    assert chosen == 2.0  # 5.0 is the most robust but 0.5 worse clean
+    assert table["clean_cost"].tolist() == pytest.approx([-0.05, 0.05, 0.5])
+    assert table.loc[1, "corrupted_gain"] == pytest.approx(7.0 - 5.75)
+    chosen, _ = R.select_virtual(search, baseline, clean_tolerance=-1.0, metric="log_ppl", higher_is_better=False)
+    assert chosen == 1.0  # none eligible: the best (lowest) clean one
+    with pytest.raises(ValueError, match="metric="):
+        R.select_virtual(search, baseline)
+
+
+def test_resistance_claim_lower_is_better() -> None:
+    rows = []
+    for trainer, values in {"baseline": [5.0, 5.5, 7.0], "resistant": [4.98, 5.2, 5.4],
+                            "worse": [5.0, 5.6, 7.5]}.items():
+        for e, v in zip([math.nan, 2.0, 5.0], values):
+            rows.append({"trainer": trainer, "seed": 0, "eps": e, "log_ppl": v})
+    summary = R.summarize(pd.DataFrame(rows), metric="log_ppl")
+    claim = R.resistance_claim(summary, "resistant", min_drop=1.0, higher_is_better=False, metric="log_ppl")
+    assert claim["eps"].tolist() == [5.0]  # the baseline rises 0.5 at 2 (< 1) and 2.0 at 5
+    row = claim.iloc[0]
+    assert row["baseline_drop"] == pytest.approx(2.0) and row["gain"] == pytest.approx(1.6)
+    assert row["log_ppl"] == pytest.approx(5.4) and row["clean_cost"] == pytest.approx(-0.02) and row["holds"]
+    assert not R.resistance_claim(summary, "worse", min_drop=1.0, higher_is_better=False,
+                                  metric="log_ppl").iloc[0]["holds"]
+
+
+def test_table2_with_a_text_task_joins_the_papers_rows_in_eps_order() -> None:
+    results = pd.DataFrame([{"trainer": t, "seed": 0, "eps": e, "bleu": v}
+                            for t, vals in {"baseline": [20.0, 10.0], "resistant": [21.0, 15.0]}.items()
+                            for e, v in zip([math.nan, 0.6], vals)])
+    table = R.table2(R.summarize(results, metric="bleu"), paper="De-En")
+    assert list(table.index) == [R.CLEAN_ROW, "ε=0.5", "ε=0.6", "ε=0.75", "ε=1", "ε=1.25", "ε=1.5"]
+    assert table.loc["ε=0.6", "Baseline"] == "10.00" and table.loc["ε=0.6", "De-En Baseline (paper)"] == "—"
+    assert table.loc["ε=0.5", "Baseline"] == "—" and table.loc["ε=0.5", "De-En Proposed (paper)"] == "34.84"
+    assert table.loc[R.CLEAN_ROW, "De-En Proposed (paper)"] == "35.69 (+0.36)"
+    assert table.loc[R.CLEAN_ROW, R.TRAINER_LABELS["resistant"]] == "21.00 (+1.00)"
+
+
+def test_paper_table2_text_columns() -> None:
+    lm = R.paper_table2("PTB-LM")
+    clean = lm[lm["eps"].isna()].iloc[0]
+    assert clean["baseline"] == pytest.approx(math.log(70.09), abs=1e-4)
+    assert lm.loc[np.isclose(lm["eps"], 50.0), "baseline"].item() == 12.11
+    parse = R.paper_table2("PTB-Parsing")
+    assert parse.loc[np.isclose(parse["eps"], 0.05), "proposed"].item() == 82.06
+    assert R.paper_table2("Tiny-ImageNet").loc[0, "proposed"] == 67.06
+    with pytest.raises(ValueError, match="its tasks"):
+        R.paper_table2("ImageNet")

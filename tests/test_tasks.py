@@ -168,3 +168,72 @@ def test_build_task_rejects_unknown_names_before_loading():
         T.build_task("ptb")
     with pytest.raises(ValueError, match="takes no parameter"):
         T.build_task("ptb-lm", hidden_sise=10)
+
+
+class ToyHeldOut(ToySequenceTask):
+    """The toy task scoring another draw of sequences (a validation split): same training data."""
+
+    def __init__(self, eval_seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(eval_seed)
+        self.ex = torch.randint(0, self.vocab, (40, 7), generator=g)
+        self.ey = (self.ex * 3) % 4
+
+    def evaluate(self, model):
+        x, y = self.x, self.y
+        self.x, self.y = self.ex, self.ey
+        try:
+            return super().evaluate(model)
+        finally:
+            self.x, self.y = x, y
+
+
+def test_task_table2_searches_on_validation_and_reports_the_evaluation_split(tmp_path):
+    from paramstress import resistant as R
+
+    task, val = ToyHeldOut(1), ToyHeldOut(2)
+    out = R.task_table2(task, val, {"epochs": 3, "lr": 0.05}, virtual_eps=[0.05, 0.5], eval_eps=[0.1, 1.0],
+                        seeds=[0, 1], checkpoint_dir=tmp_path)
+    res = out.results
+    assert len(res) == 2 * 2 * 3 and set(res.trainer) == {"baseline", "resistant"}
+    assert set(res.loc[res.trainer == "resistant", "virtual_eps"]) == {out.chosen}
+    assert out.chosen in (0.05, 0.5) and out.selection["selected"].sum() == 1
+    chosen, _ = R.select_virtual(out.search[out.search.trainer == "resistant"],
+                                 out.search[out.search.trainer == "baseline"], metric="token_accuracy")
+    assert chosen == out.chosen
+    # validation rows score the validation split, result rows the evaluation split
+    clean = res[(res.trainer == "baseline") & (res.seed == 0) & res.eps.isna()]["token_accuracy"].item()
+    base_model = out.models[("baseline", 0)]
+    assert clean == pytest.approx(task.evaluate(base_model)["token_accuracy"])
+    val_clean = out.search[(out.search.trainer == "baseline") & out.search.eps.isna()]["token_accuracy"].item()
+    assert val_clean == pytest.approx(val.evaluate(base_model)["token_accuracy"])
+    # weights are those of the checkpoint after every corruption; the trainers differ
+    for (trainer, seed), model in out.models.items():
+        objective = {} if trainer == "baseline" else {
+            "objective": "corruption_direct", "objective_params": {"alpha": 0.5, "eps": out.chosen, "p": 2}}
+        again = T.train_task(task, T.TaskTrainConfig(epochs=3, lr=0.05, seed=seed, **objective), checkpoint_dir=tmp_path)
+        assert again.loaded
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, again.model.state_dict()[k]), (trainer, seed, k)
+    assert not torch.equal(out.models[("baseline", 0)][2].weight, out.models[("resistant", 0)][2].weight)
+    assert out.seconds["training"] > 0
+
+
+def test_task_table2_fails_before_training(tmp_path):
+    from paramstress import resistant as R
+
+    task = ToyHeldOut(1)
+    other = ToyHeldOut(2)
+    other.x = other.x[:40]
+    cases = [
+        ((task, other), {}, "different data"),
+        ((task, ToyHeldOut(2)), {"p": 0.5}, "p must be"),
+        ((task, ToyHeldOut(2)), {"alpha": 2.0}, "alpha"),
+        ((task, ToyHeldOut(2)), {"virtual_eps": []}, "virtual_eps is empty"),
+        ((task, ToyHeldOut(2)), {"eval_eps": []}, "eval_eps is empty"),
+    ]
+    for tasks, extra, message in cases:
+        kwargs = {"virtual_eps": [0.1], "eval_eps": [0.1], "checkpoint_dir": tmp_path, **extra}
+        with pytest.raises(ValueError, match=message):
+            R.task_table2(*tasks, {"epochs": 1, "lr": 0.05}, **kwargs)
+    assert not list(tmp_path.iterdir())
