@@ -208,3 +208,43 @@ def test_importing_fairseq_leaves_the_root_logger_alone():
             "root = logging.getLogger(); print(root.level, len(root.handlers))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(logging.WARNING), "0"]
+
+
+def test_fig4_groups_of_the_fairseq_transformer():
+    from paramstress import vulnerability as V
+
+    d = T.make_dictionary(TOY_DE + TOY_EN)
+    model = T.build_transformer(d, seed=0, encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_embed_dim=32,
+                                decoder_ffn_embed_dim=32, encoder_layers=2, decoder_layers=2,
+                                encoder_attention_heads=2, decoder_attention_heads=2,
+                                share_decoder_input_output_embed=True)  # as the task builds it
+    comps = V.component_groups(model)
+    assert list(comps) == ["fc", "embedding", "attention", "layernorm"]
+    assert all(".self_attn." in n or ".encoder_attn." in n for n, _ in comps["attention"])
+    assert all("layer_norm" in n for n, _ in comps["layernorm"])
+    assert all(".fc1." in n or ".fc2." in n for n, _ in comps["fc"])  # the output projection is tied to the embedding
+    layers = V.layer_groups(model)
+    assert list(layers) == ["encoder.embed_tokens (Emb)", "encoder.layers.0 (block)", "encoder.layers.1 (block)",
+                            "decoder.embed_tokens (Emb)", "decoder.layers.0 (block)", "decoder.layers.1 (block)"]
+    every = [n for n, _ in model.named_parameters()]
+    for groups in (comps, layers):
+        assert sorted(n for members in groups.values() for n, _ in members) == sorted(every)
+
+
+def test_fig4_probe_of_a_translation_task_scores_bleu(toy_task):
+    from paramstress import corruption as C
+    from paramstress import tasks as TK
+    from paramstress import vulnerability as V
+
+    task = toy_task
+    model = task.build_model(0)
+    named = C.select_parameters(model)
+    gradient = V.gradient_by_name(TK.task_gradient(task, model, named), named)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frame = V.probe(model, {"component": V.component_groups(model)}, gradient, eps_values=[0.5, 50.0], n=10,
+                    evaluator=lambda: task.evaluate(model), metric="bleu")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert {"bleu", "base_bleu", "drop"} <= set(frame.columns) and "accuracy" not in frame.columns
+    assert (frame["drop"] == frame["base_bleu"] - frame["bleu"]).all()
+    assert set(frame["group"]) == {"fc", "embedding", "attention", "layernorm"}
+    assert (frame.loc[frame.eps == 50.0, "loss_change"] > 0).any()
