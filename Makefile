@@ -59,7 +59,7 @@ ci-notebooks: env
 	$(REPRO) $(BIN)/python -m paramstress.runner all --ci-copies
 
 test: env
-	$(REPRO) $(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(REPRO) $(BIN)/python -m pytest tests --durations=20 --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 browser-check: env
 	$(BIN)/python tests/browser_check.py _build/html
