@@ -134,6 +134,7 @@ __all__ = [
     "register_objective",
     "snapshot_path",
     "train",
+    "pretrained_result",
 ]
 
 #: Bumped whenever the checkpoint layout or the meaning of a config field changes,
@@ -574,7 +575,7 @@ class TrainResult:
     """
 
     model: nn.Module
-    config: TrainConfig
+    config: TrainConfig | None  # None: a distributed model, not trained here (pretrained_result)
     history: list[EpochStats]
     final_test_accuracy: float
     config_hash: str
@@ -583,6 +584,24 @@ class TrainResult:
     resumed_from_epoch: int
     from_cache: bool
     snapshots: dict[int, Path] = dataclasses.field(default_factory=dict)
+
+
+def pretrained_result(model: nn.Module, data: ImageData, *, name: str, batch_size: int = 1000) -> TrainResult:
+    """A distributed (pretrained) model in the place of a trained one.
+
+    Sun et al. (2021), Table 1: the ImageNet column corrupts torchvision's ResNet-34 with
+    its ImageNet weights as distributed; nothing is trained. The result has ``config``
+    ``None``, an empty ``history``, ``from_cache`` true, ``config_hash`` ``"pretrained:<name>"``
+    and ``final_test_accuracy`` measured on ``data``'s test split (eval mode). The model is
+    moved to ``data``'s device and left in eval mode.
+    """
+    if len(data.test_y) == 0:
+        raise ValueError(f"{data.name} has no test images to evaluate the pretrained {name} on")
+    model = model.to(data.device).eval()
+    accuracy = evaluate_accuracy(model, data.test_x, data.test_y, data.normalize, batch_size=batch_size)
+    return TrainResult(model=model, config=None, history=[], final_test_accuracy=accuracy,
+                       config_hash=f"pretrained:{name}", checkpoint_path=None, epochs_trained=0,
+                       resumed_from_epoch=0, from_cache=True)
 
 
 # =========================================================================== helpers

@@ -776,3 +776,37 @@ def test_init_from_starts_at_the_snapshot(data: ImageData, tmp_path: Path) -> No
         tiny_config(init_from={"hash": "x", "epoch": 1})
     with pytest.raises(ValueError, match="checkpoint_dir"):
         train(None, data, control, progress=False)
+
+
+def test_pretrained_result_evaluates_without_training() -> None:
+    from paramstress import models
+    from paramstress.training import pretrained_result
+
+    data = make_data()
+    model = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=0).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = pretrained_result(model, data, name="small_cnn")
+    assert result.config is None and result.history == [] and result.from_cache and result.epochs_trained == 0
+    assert result.config_hash == "pretrained:small_cnn" and not result.model.training
+    assert all(torch.equal(before[k], v) for k, v in result.model.state_dict().items())
+    assert result.final_test_accuracy == pytest.approx(
+        training.evaluate_accuracy(model, data.test_x, data.test_y, data.normalize))
+    empty = dataclasses.replace(data, test_x=data.test_x[:0], test_y=data.test_y[:0])
+    with pytest.raises(ValueError, match="no test images"):
+        pretrained_result(model, empty, name="small_cnn")
+
+
+def test_gradient_images_choices() -> None:
+    data = make_data()
+    x, y = data.gradient_images("train-subset", 10, seed=3)
+    sub = data.subset(train=10, seed=3)
+    assert torch.equal(x, sub.train_x) and torch.equal(y, sub.train_y)
+    assert data.gradient_images("train")[1] is data.train_y and data.gradient_images("test")[1] is data.test_y
+    tx, ty = data.gradient_images("test-subset", 5, seed=1)
+    assert len(ty) == 5 and torch.equal(tx, data.subset(test=5, seed=1).test_x)
+    with pytest.raises(ValueError, match="test-subset"):
+        dataclasses.replace(data, train_x=data.train_x[:0], train_y=data.train_y[:0]).gradient_images("train")
+    with pytest.raises(ValueError, match="grad_samples"):
+        data.gradient_images("test-subset", None)
+    with pytest.raises(ValueError, match="one of"):
+        data.gradient_images("validation")
