@@ -908,35 +908,6 @@ class TextFiles:
     def nltk_root(self) -> Path:
         return self.folder.parent if self.folder.name == "corpora" else self.folder
 
-    #: The choices of :meth:`gradient_images`.
-    GRADIENT_DATA = ("train-subset", "train", "test", "test-subset")
-
-    def gradient_images(self, which: str, samples: int | None = None, seed: int = 0
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Algorithm 2's data ``D`` (Sun et al. 2021): the images the gradient ``g`` is
-        computed over. ``"train-subset"``: ``samples`` random training images (seeded);
-        ``"train"``: all of them; ``"test"``: the evaluated set; ``"test-subset"``:
-        ``samples`` random test images, for evaluation-only data sets such as
-        ``imagenet-val`` (no training split: the paper's ImageNet model is evaluated as
-        distributed)."""
-        if which not in self.GRADIENT_DATA:
-            raise ValueError(f"grad_data must be one of {', '.join(self.GRADIENT_DATA)}, got {which!r}")
-        if which.startswith("train") and len(self.train_y) == 0:
-            raise ValueError(f"{self.name} has no training images; take the gradient from the evaluated images "
-                             "with grad_data 'test-subset' (or 'test')")
-        if which.endswith("-subset") and (samples is None or isinstance(samples, bool) or not isinstance(samples, int)
-                                          or samples < 1):
-            raise ValueError(f"grad_data {which!r} needs grad_samples, a positive number of images, got {samples!r}")
-        if which == "train-subset":
-            sub = self.subset(train=samples, seed=seed)
-            return sub.train_x, sub.train_y
-        if which == "train":
-            return self.train_x, self.train_y
-        if which == "test-subset":
-            sub = self.subset(test=samples, seed=seed)
-            return sub.test_x, sub.test_y
-        return self.test_x, self.test_y
-
     @property
     def origin(self) -> str:
         return self.source.split(":", 1)[0]
