@@ -64,9 +64,7 @@ def _load_raw(notebook: str) -> dict[str, Any]:
 
 def _load(notebook: str) -> dict[str, Any]:
     path = params_dir() / f"{notebook}.yml"
-    if not path.exists():
-        raise ProfileError(f"unknown notebook {notebook!r}; known: {', '.join(notebooks()) or '(none)'}")
-    spec = yaml.safe_load(path.read_text())
+    spec = _load_raw(notebook)
     profiles = spec.get("profiles", {})
     shares = spec.get("shares")
     if shares is not None:

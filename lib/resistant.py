@@ -290,25 +290,27 @@ def table2(summary: pd.DataFrame, *, labels: Mapping[str, str] | None = None, ba
     return table.fillna("—")
 
 
+#: The paper's perplexities in the PTB-LM clean row (Table 2 prints them, not log PPL).
+PAPER_TABLE2_PTB_LM_PPL: tuple[float, float] = (70.09, 68.28)
+
+
 #: Sun et al. (2021), Table 2, transcribed: task → ε (None = w/o corruption) →
 #: (Baseline, Proposed), ``L2``, ``n = k``. Metrics: accuracy (%) for Tiny-ImageNet and
 #: CIFAR-10 (ResNet-34), log perplexity for PTB-LM (LSTM; the paper prints the clean row
-#: as perplexity, 70.09 → 68.28, stored here as its natural log so that the column has one
-#: unit), UAS for PTB-Parsing (MLP), BLEU for De-En (Transformer).
+#: as perplexity, :data:`PAPER_TABLE2_PTB_LM_PPL`, stored here as its natural log so that
+#: the column has one unit), UAS for PTB-Parsing (MLP), BLEU for De-En (Transformer).
 PAPER_TABLE2: dict[str, dict[float | None, tuple[float, float]]] = {
     "Tiny-ImageNet": {None: (66.56, 67.06), 0.05: (64.88, 65.79), 0.1: (60.70, 63.47), 0.2: (41.79, 52.51),
                       0.5: (1.07, 7.92), 1.0: (0.55, 1.26)},
     "CIFAR-10": {None: (94.26, 96.12), 0.05: (93.20, 95.65), 0.1: (89.84, 94.59), 0.2: (71.44, 87.92),
                  0.5: (13.77, 21.42), 1.0: (10.00, 10.94)},
-    "PTB-LM": {None: (round(math.log(70.09), 4), round(math.log(68.28), 4)), 2.0: (4.28, 4.24), 5.0: (4.43, 4.24),
-               10.0: (4.94, 4.24), 20.0: (6.45, 4.27), 50.0: (12.11, 4.62)},
+    "PTB-LM": {None: tuple(round(math.log(ppl), 4) for ppl in PAPER_TABLE2_PTB_LM_PPL),
+               2.0: (4.28, 4.24), 5.0: (4.43, 4.24), 10.0: (4.94, 4.24), 20.0: (6.45, 4.27), 50.0: (12.11, 4.62)},
     "PTB-Parsing": {None: (87.26, 87.89), 0.005: (86.74, 87.67), 0.01: (85.32, 87.26), 0.05: (72.32, 82.06),
                     0.1: (61.80, 73.19), 0.2: (49.46, 57.73)},
     "De-En": {None: (35.33, 35.69), 0.5: (31.68, 34.84), 0.75: (22.13, 33.58), 1.0: (11.17, 31.25),
               1.25: (3.47, 24.47), 1.5: (1.56, 14.91)},
 }
-#: The paper's perplexities in the PTB-LM clean row (Table 2 prints them, not log PPL).
-PAPER_TABLE2_PTB_LM_PPL: tuple[float, float] = (70.09, 68.28)
 
 
 def paper_table2(task: str = "CIFAR-10") -> pd.DataFrame:
