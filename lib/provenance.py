@@ -31,6 +31,9 @@ def device_description(device: torch.device | str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
 
 
+GIT_COMMIT_ENV = "PARAMSTRESS_GIT_COMMIT"
+
+
 def git_commit() -> str:
     try:
         root = profiles.repo_root()
@@ -42,9 +45,14 @@ def git_commit() -> str:
                                 ":(exclude)book/*.ipynb", ":(exclude)book/*.csv"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError, profiles.ProfileError):
-        return "unknown (not a git checkout)"
+        commit = ""
     if not commit:
-        return "unknown (no commit)"
+        # a copy of a checkout without its .git (a remote GPU machine, say): the sender names
+        # the commit it copied, and the label says that git did not confirm it
+        copied = os.environ.get(GIT_COMMIT_ENV, "").strip()
+        if copied:
+            return f"{copied} (copied tree; commit named by ${GIT_COMMIT_ENV})"
+        return "unknown (not a git checkout)"
     return commit + (" + uncommitted changes" if dirty else "")
 
 

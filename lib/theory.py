@@ -107,28 +107,33 @@ def eta_samples(
     *,
     p: float = 2.0,
     g: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """``trials`` draws of ``η = |aᵀg| / (ε‖g‖₂)``, each ``a`` from
     :func:`~paramstress.corruption.random_corruption` with ``n = k`` (``ε = 1``; η does
     not depend on ε) against one fixed ``g`` (drawn from ``N(0, I_k)`` with ``seed``
-    unless given). Theorem 1 covers ``p = 2``; other ``p`` are for comparison."""
+    unless given). Theorem 1 covers ``p = 2``; other ``p`` are for comparison.
+
+    The draws are made in float64 on ``device`` with a generator seeded there: the CPU
+    default gives the same samples on every machine; a CUDA device gives other (equally
+    distributed) samples, about a thousand times faster for ResNet-34's ``k ≈ 2·10⁷``."""
+    device = torch.device(device)
     k = _check_k(k)
     if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator(device=device).manual_seed(int(seed))
     if g is None:
-        g = torch.randn(k, generator=gen, dtype=torch.float64)
-    g = g.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        g = torch.randn(k, generator=gen, dtype=torch.float64, device=device)
+    g = g.detach().to(device=device, dtype=torch.float64).reshape(-1)
     if g.numel() != k:
         raise ValueError(f"g has {g.numel()} entries, expected k = {k}")
     G = float(torch.linalg.vector_norm(g))
     if G == 0.0:
         raise ValueError("g must be nonzero")
-    out = np.empty(int(trials))
-    for t in range(int(trials)):
-        a = random_corruption(k, 1.0, p, k, gen, dtype=torch.float64)
-        out[t] = abs(float(a @ g)) / G
-    return out
+    dots = torch.empty(int(trials), dtype=torch.float64, device=device)
+    for t in range(int(trials)):  # one vector of k at a time: ResNet-34's k would not fit k × trials
+        dots[t] = random_corruption(k, 1.0, p, k, gen, dtype=torch.float64) @ g
+    return dots.abs().cpu().numpy() / G
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +149,12 @@ class EtaKSTest:
     samples: np.ndarray = dataclasses.field(repr=False)
 
 
-def ks_test(k: int, trials: int = 2000, seed: int = 0, *, p: float = 2.0) -> EtaKSTest:
-    """Draw :func:`eta_samples` and test them against Theorem 1's CDF with
+def ks_test(k: int, trials: int = 2000, seed: int = 0, *, p: float = 2.0,
+            device: str | torch.device = "cpu") -> EtaKSTest:
+    """Draw :func:`eta_samples` (on ``device``) and test them against Theorem 1's CDF with
     ``scipy.stats.kstest`` (a large p-value: no evidence against uniformity on the
     sphere)."""
-    samples = eta_samples(k, trials, seed, p=p)
+    samples = eta_samples(k, trials, seed, p=p, device=device)
     res = stats.kstest(samples, lambda x: cdf(x, k))
     return EtaKSTest(k=int(k), trials=int(trials), seed=int(seed), p=float(p),
                      statistic=float(res.statistic), pvalue=float(res.pvalue), samples=samples)

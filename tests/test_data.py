@@ -127,6 +127,19 @@ def test_cifar10_jpeg_from_mirror(mirror):
     assert d.files == {"cifar10-jpeg.tar.gz": "67664af876dd64ad10750410502e5f72"}
 
 
+def test_cifar10_jpeg_verify_checks_the_archive_as_stored(mirror, tmp_path, monkeypatch):
+    # the runner's preflight: the README's MD5 is that of the .tar.gz itself
+    root = tmp_path / "root"
+    monkeypatch.setenv("PARAMSTRESS_DATA", str(root))
+    monkeypatch.setenv("PARAMSTRESS_OFFLINE", "1")
+    assert str(mirror) in data.verify("cifar10-jpeg")
+    bad = root / "cifar10-jpeg.tar.gz"  # the data root is tried before the mirror
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes((mirror / "cifar10-jpeg.tar.gz").read_bytes()[:-1])  # truncated
+    with pytest.raises(data.ChecksumMismatch, match="expected 67664af876dd64ad10750410502e5f72"):
+        data.verify("cifar10-jpeg")
+
+
 def test_cifar10_official_missing_offline_names_the_batches(empty_root):
     with pytest.raises(data.DataNotFound, match="cifar-10-batches-py/data_batch_1"):
         data.load("cifar10")

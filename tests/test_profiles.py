@@ -75,6 +75,16 @@ def test_git_commit_ignores_run_outputs_but_not_code():
         source.write_bytes(original)
 
 
+def test_git_commit_of_a_copied_tree_comes_from_the_environment(tmp_path, monkeypatch):
+    from paramstress import provenance
+
+    monkeypatch.setattr(provenance.profiles, "repo_root", lambda: tmp_path)  # no .git here
+    monkeypatch.delenv(provenance.GIT_COMMIT_ENV, raising=False)
+    assert provenance.git_commit() == "unknown (not a git checkout)"
+    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123def456")
+    assert provenance.git_commit() == "abc123def456 (copied tree; commit named by $PARAMSTRESS_GIT_COMMIT)"
+
+
 def _write_profiles(folder, name, profiles_body, **extra):
     import yaml
     spec = {"published": "local", "profiles": {p: dict(profiles_body) for p in profiles.PROFILES}, **extra}
@@ -95,3 +105,17 @@ def test_shared_keys_come_from_the_other_notebook(tmp_path, monkeypatch):
     _write_profiles(tmp_path, "chain", {"grid": 1}, shares={"from": "second", "keys": ["grid"]})
     with pytest.raises(profiles.ProfileError, match="shares nothing itself"):
         profiles.parameters("chain")
+
+
+def test_vulnerability_reuses_the_corruption_pages_cifar_model_at_gpu():
+    """At `gpu` both pages train ResNet-34 on cifar10-jpeg: one checkpoint (same TrainConfig)."""
+    from paramstress import training
+
+    fields = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "augment", "hflip", "seed")
+    c = profiles.parameters("corruption", "gpu")
+    v = profiles.parameters("vulnerability", "gpu")
+    run = next(r for r in v["runs"] if r["task"] == "cifar10-jpeg")
+    assert "cifar10-jpeg" in c["tasks"] and run["train_samples"] == c["train_samples"]
+    mine = dict({f: c[f] for f in fields}, model=c["model"], **c["train_overrides"].get("cifar10-jpeg", {}))
+    theirs = dict({f: v[f] for f in fields}, model=run["model"], **run["overrides"])
+    assert training.TrainConfig(**mine) == training.TrainConfig(**theirs)

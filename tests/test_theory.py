@@ -123,3 +123,18 @@ def test_eta_samples_is_reproducible_and_accepts_g() -> None:
         T.eta_samples(10, 5, g=torch.ones(11))
     with pytest.raises(ValueError, match="trials"):
         T.eta_samples(10, 0)
+
+
+def test_eta_samples_device_cpu_is_the_default_draw() -> None:
+    a = T.eta_samples(50, 40, seed=5)
+    np.testing.assert_array_equal(a, T.eta_samples(50, 40, seed=5, device="cpu"))
+    np.testing.assert_array_equal(a, T.eta_samples(50, 40, seed=5, device=torch.device("cpu")))
+    assert T.ks_test(50, 40, seed=5, device="cpu").samples.tolist() == a.tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_eta_samples_on_cuda_follow_theorem_1() -> None:
+    g = torch.randn(1000, dtype=torch.float64)
+    samples = T.eta_samples(1000, 1500, seed=1, g=g, device="cuda")
+    assert samples.shape == (1500,) and np.all((samples >= 0) & (samples <= 1))
+    assert stats.kstest(samples, lambda x: T.cdf(x, 1000)).pvalue > 1e-3

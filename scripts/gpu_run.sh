@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Execute book notebooks at the `gpu` profile on a bare, offline GPU machine (this
+# workplace's device tool; any CUDA box with python3 + torch works the same way).
+#
+#   scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK [NOTEBOOK ...]
+#
+# What travels with the working tree (prepare it on the sending machine):
+#   .whl/                    pure-Python wheels the machine lacks (papermill, ipykernel,
+#                            myst-nb --no-deps, ...; see the note in the issue of the run)
+#   .devcarry/data/          the offline data mirror's files the notebooks need
+# COMMIT is the commit the tree was copied from (the copy has no .git; provenance shows it
+# as "copied tree"). SECONDS bounds all notebooks together: a notebook still running then
+# is interrupted and its partial copy kept. Everything comes back under $OUT (default
+# runs/gpu-device): the executed notebooks, their CSVs, and log.txt.
+set -u
+commit=$1; budget=$2; shift 2
+out=${OUT:-runs/gpu-device}
+mkdir -p "$out"
+start=$(date +%s)
+exec > >(tee -a "$out/log.txt") 2>&1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 3; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+# the package is lib/ imported as paramstress (pip install -e . where pip can reach an index)
+mkdir -p /tmp/pp && ln -sfn "$PWD/lib" /tmp/pp/paramstress
+export PYTHONPATH=/tmp/pp:$PYTHONPATH PYTHONUNBUFFERED=1
+export PARAMSTRESS_GIT_COMMIT=$commit PARAMSTRESS_OFFLINE=1
+[ -d .devcarry/data ] && export PARAMSTRESS_DATA_MIRROR=$PWD/.devcarry/data
+export PARAMSTRESS_CHECKPOINTS=${PARAMSTRESS_CHECKPOINTS:-/tmp/paramstress-checkpoints}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, papermill, myst_nb, ipykernel, paramstress; \
+print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" \
+  || { echo "imports failed"; exit 4; }
+
+status=0
+for nb in "$@"; do
+  left=$(( budget - ($(date +%s) - start) ))
+  if [ "$left" -lt 30 ]; then echo "skipping $nb: ${left} s left"; status=5; continue; fi
+  echo "== $nb at gpu, at most ${left} s"
+  timeout -s INT -k 20 "$left" python3 -m paramstress.runner "$nb" --profile gpu --out "$out" || status=$?
+  cp runs/failed/"$nb".gpu.ipynb "$out/$nb.failed.ipynb" 2>/dev/null
+  echo "== $nb rc=$status after $(( $(date +%s) - start )) s"
+done
+exit $status
