@@ -10,7 +10,7 @@
 #   .devcarry/data/          the offline data mirror's files the notebooks need
 # COMMIT is the commit the tree was copied from (the copy has no .git; provenance shows it
 # as "copied tree"). SECONDS bounds all notebooks together: a notebook still running then
-# is interrupted and its partial copy kept. Everything comes back under $OUT (default
+# is interrupted and its partial copy kept; the first failure ends the run. Everything comes back under $OUT (default
 # runs/gpu-device): the executed notebooks, their CSVs, and log.txt.
 set -u
 commit=$1; budget=$2; shift 2
@@ -42,7 +42,10 @@ for nb in "$@"; do
   if [ "$left" -lt 30 ]; then echo "skipping $nb: ${left} s left"; status=5; continue; fi
   echo "== $nb at gpu, at most ${left} s"
   timeout -s INT -k 20 "$left" python3 -m paramstress.runner "$nb" --profile gpu --out "$out" || status=$?
-  cp runs/failed/"$nb".gpu.ipynb "$out/$nb.failed.ipynb" 2>/dev/null
   echo "== $nb rc=$status after $(( $(date +%s) - start )) s"
+  if [ "$status" -ne 0 ]; then  # keep the partial notebook; later notebooks would likely fail alike
+    cp runs/failed/"$nb".gpu.ipynb "$out/$nb.failed.ipynb" 2>/dev/null
+    break
+  fi
 done
 exit $status
