@@ -26,7 +26,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 # the package is lib/ imported as paramstress (pip install -e . where pip can reach an index)
 mkdir -p /tmp/pp && ln -sfn "$PWD/lib" /tmp/pp/paramstress
-export PYTHONPATH=/tmp/pp:$PYTHONPATH PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/pp${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export PARAMSTRESS_GIT_COMMIT=$commit PARAMSTRESS_OFFLINE=1
 [ -d .devcarry/data ] && export PARAMSTRESS_DATA_MIRROR=$PWD/.devcarry/data
 export PARAMSTRESS_CHECKPOINTS=${PARAMSTRESS_CHECKPOINTS:-/tmp/paramstress-checkpoints}
