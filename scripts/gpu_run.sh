@@ -6,7 +6,7 @@
 #
 # What travels with the working tree (prepare it on the sending machine):
 #   .whl/                    pure-Python wheels the machine lacks (papermill, ipykernel,
-#                            myst-nb --no-deps, ...; see the note in the issue of the run)
+#                            myst-nb and docutils --no-deps, ...; see the issue notes)
 #   .devcarry/data/          the offline data mirror's files the notebooks need
 # COMMIT is the commit the tree was copied from (the copy has no .git; provenance shows it
 # as "copied tree"). SECONDS bounds all notebooks together: a notebook still running then
@@ -32,7 +32,7 @@ export PARAMSTRESS_GIT_COMMIT=$commit PARAMSTRESS_OFFLINE=1
 export PARAMSTRESS_CHECKPOINTS=${PARAMSTRESS_CHECKPOINTS:-/tmp/paramstress-checkpoints}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, papermill, myst_nb, ipykernel, paramstress; \
+python3 -c "import torch, papermill, ipykernel, paramstress; from myst_nb.ext.glue import glue; \
 print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" \
   || { echo "imports failed"; exit 4; }
 
