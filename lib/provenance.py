@@ -35,6 +35,15 @@ GIT_COMMIT_ENV = "PARAMSTRESS_GIT_COMMIT"
 
 
 def git_commit() -> str:
+    """The checkout's commit (``+ uncommitted changes`` if code differs from it).
+
+    ``$PARAMSTRESS_GIT_COMMIT``, when set, names the commit of a copied tree and takes
+    precedence: a copy sent to a remote GPU machine may carry no ``.git``, or a stale one
+    (seen: the copy's ``.git`` still pointed at an older commit, so git reported that commit
+    "+ uncommitted changes" for a tree that was exactly a newer, clean commit)."""
+    copied = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    if copied:
+        return f"{copied} (copied tree; commit named by ${GIT_COMMIT_ENV})"
     try:
         root = profiles.repo_root()
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
@@ -45,13 +54,8 @@ def git_commit() -> str:
                                 ":(exclude)book/*.ipynb", ":(exclude)book/*.csv"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError, profiles.ProfileError):
-        commit = ""
+        return "unknown (not a git checkout)"
     if not commit:
-        # a copy of a checkout without its .git (a remote GPU machine, say): the sender names
-        # the commit it copied, and the label says that git did not confirm it
-        copied = os.environ.get(GIT_COMMIT_ENV, "").strip()
-        if copied:
-            return f"{copied} (copied tree; commit named by ${GIT_COMMIT_ENV})"
         return "unknown (not a git checkout)"
     return commit + (" + uncommitted changes" if dirty else "")
 

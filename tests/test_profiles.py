@@ -78,11 +78,15 @@ def test_git_commit_ignores_run_outputs_but_not_code():
 def test_git_commit_of_a_copied_tree_comes_from_the_environment(tmp_path, monkeypatch):
     from paramstress import provenance
 
+    checkout = profiles.repo_root()
     monkeypatch.setattr(provenance.profiles, "repo_root", lambda: tmp_path)  # no .git here
     monkeypatch.delenv(provenance.GIT_COMMIT_ENV, raising=False)
     assert provenance.git_commit() == "unknown (not a git checkout)"
     monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123def456")
     assert provenance.git_commit() == "abc123def456 (copied tree; commit named by $PARAMSTRESS_GIT_COMMIT)"
+    # it also overrides a (possibly stale) .git of the copy
+    monkeypatch.setattr(provenance.profiles, "repo_root", lambda: checkout)
+    assert provenance.git_commit().startswith("abc123def456 (copied tree")
 
 
 def _write_profiles(folder, name, profiles_body, **extra):
