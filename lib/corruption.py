@@ -337,8 +337,17 @@ def lp_norm(x: torch.Tensor, p: float) -> float:
 
 
 def _top_indices(v: torch.Tensor, n: int) -> torch.Tensor:
-    # Stable sort: among equal |v_i| the lower index comes first (deterministic ties).
-    return torch.argsort(v.abs(), descending=True, stable=True)[:n]
+    """The set of the ``n`` largest ``|v_i|``, ties at the cut broken by position (the lower
+    index is kept): the first ``n`` of a stable descending sort, found in O(k) with
+    ``topk`` + a threshold instead of sorting all ``k`` (ResNet-34's 21 M entries: seconds
+    per call on a CPU). Returned in index order, not by magnitude."""
+    a = v.abs()
+    if n <= 0:
+        return torch.zeros(0, dtype=torch.long, device=v.device)
+    cut = torch.topk(a, n, sorted=False).values.min()  # the n-th largest |v_i|
+    above = torch.nonzero(a > cut).squeeze(1)
+    at_cut = torch.nonzero(a == cut).squeeze(1)[: n - above.numel()]
+    return torch.sort(torch.cat([above, at_cut])).values
 
 
 def _top_n(v: torch.Tensor, n: int) -> torch.Tensor:

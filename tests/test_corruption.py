@@ -160,6 +160,17 @@ def test_top_n_ties_are_broken_by_position() -> None:
     assert C.solve_corruption(v, 2.0, 1, 5).tolist() == [2.0, 0.0, 0.0, 0.0, 0.0]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-3, max_value=3), min_size=1, max_size=40), st.data())
+def test_top_indices_is_the_stable_sort_prefix(values, data) -> None:
+    """The O(k) selection picks exactly the set of a stable descending argsort's first n
+    (many ties: small integers), which is what top_n promised before it stopped sorting."""
+    v = torch.tensor(values, dtype=torch.float64)
+    n = data.draw(st.integers(min_value=1, max_value=len(values)))
+    reference = torch.argsort(v.abs(), descending=True, stable=True)[:n]
+    assert C._top_indices(v, n).tolist() == sorted(reference.tolist())
+
+
 # --------------------------------------------------------------------------------------
 # Special cases and numerics
 # --------------------------------------------------------------------------------------
