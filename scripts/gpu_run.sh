@@ -4,7 +4,7 @@
 #
 #   scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK [NOTEBOOK ...]
 #
-# What travels with the working tree (prepare it on the sending machine):
+# What travels with the working tree (scripts/gpu_kit.sh prepares it on the sending machine):
 #   .whl/                    pure-Python wheels the machine lacks (papermill, ipykernel,
 #                            myst-nb and docutils --no-deps, ...; see the issue notes)
 #   .devcarry/data/          the offline data mirror's files the notebooks need
