@@ -342,8 +342,6 @@ def _top_indices(v: torch.Tensor, n: int) -> torch.Tensor:
     ``topk`` + a threshold instead of sorting all ``k`` (ResNet-34's 21 M entries: seconds
     per call on a CPU). Returned in index order, not by magnitude."""
     a = v.abs()
-    if n <= 0:
-        return torch.zeros(0, dtype=torch.long, device=v.device)
     cut = torch.topk(a, n, sorted=False).values.min()  # the n-th largest |v_i|
     above = torch.nonzero(a > cut).squeeze(1)
     at_cut = torch.nonzero(a == cut).squeeze(1)[: n - above.numel()]

