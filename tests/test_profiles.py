@@ -123,3 +123,24 @@ def test_vulnerability_reuses_the_corruption_pages_cifar_model_at_gpu():
     mine = dict({f: c[f] for f in fields}, model=c["model"], **c["train_overrides"].get("cifar10-jpeg", {}))
     theirs = dict({f: v[f] for f in fields}, model=run["model"], **run["overrides"])
     assert training.TrainConfig(**mine) == training.TrainConfig(**theirs)
+
+
+@pytest.mark.parametrize("profile", ["local", "gpu"])
+def test_score_landscapes_reuses_synaptic_filterings_resnet18(profile):
+    """Where both filtering pages train ResNet-18 on a data set, they build the same
+    TrainConfig (one set of snapshots) and sweep it with the same settings (one cached
+    sweep per snapshot), so the second page recomputes nothing for that network."""
+    from paramstress import landscape as L
+
+    f = profiles.parameters("synaptic_filtering", profile)
+    s = profiles.parameters("score_landscapes", profile)
+    shared = [d for d in f["datasets"] if d in s["datasets"]]
+    assert f["arch"] in s["archs"] and shared
+
+    def cfg(p):
+        return L.train_config(f["arch"], epochs=p["epochs"], keep_epochs=p["snapshot_epochs"], seed=p["eps_seed"],
+                              train_subset=p["train_samples"], test_subset=p["test_samples"])
+
+    assert cfg(f) == cfg(s)
+    sweep_keys = ("T", "global_range", "adv_target", "eps_max", "adversarial", "eval_batch_size")
+    assert {k: f[k] for k in sweep_keys} == {k: s[k] for k in sweep_keys}
