@@ -414,12 +414,7 @@ def decode_image_folder_archive(archive: Path) -> tuple[torch.Tensor, torch.Tens
 
 def _read_cifar_jpeg(spec: Spec, folder: Path, files_md5: dict[str, str]) -> ImageData:
     archive = folder / CIFAR10_JPEG_ARCHIVE
-    digest = md5_file(archive)
-    if digest != CIFAR10_JPEG_MD5:
-        raise ChecksumMismatch(
-            f"cifar10-jpeg: {archive} has MD5 {digest}, expected {CIFAR10_JPEG_MD5}. "
-            f"Fix: delete it and copy it again from the mirror (${MIRROR_ENV}/cifar10-jpeg.tar.gz)."
-        )
+    digest = _checked(spec, CIFAR10_JPEG_ARCHIVE, _read_listed(archive, CIFAR10_JPEG_ARCHIVE), archive)
     # decoding 60,000 JPEGs takes a while: keep the tensors in the data root, keyed by the MD5
     cache = data_root() / "cache" / f"cifar10-jpeg-{digest}.pt"
     if cache.exists():

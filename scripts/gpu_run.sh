@@ -9,8 +9,9 @@
 #                            myst-nb and docutils --no-deps, ...; see the issue notes)
 #   .devcarry/data/          the offline data mirror's files the notebooks need
 # COMMIT is the commit the tree was copied from: the copy may carry no .git or a stale one
-# (seen: an older commit "+ uncommitted changes"), so provenance shows COMMIT as "copied tree". SECONDS bounds all notebooks together: a notebook still running then
-# is interrupted and its partial copy kept; the first failure ends the run. Everything comes back under $OUT (default
+# (seen: an older commit "+ uncommitted changes"), so provenance shows COMMIT as "copied tree".
+# SECONDS bounds all notebooks together: a notebook still running then is interrupted and its
+# partial copy kept; the first failure ends the run. Everything comes back under $OUT (default
 # runs/gpu-device): the executed notebooks, their CSVs, and log.txt.
 set -u
 commit=$1; budget=$2; shift 2
