@@ -26,6 +26,7 @@ snapshot (§4.3 "Experimental set-up", §5; the data behind Figs. 5-7, 9 and 10)
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,10 @@ __all__ = [
     "code_digest",
     "choose_epsilon",
     "sweep_snapshot",
+    "TrainedRun",
+    "PairStudy",
+    "study_pair",
+    "study",
 ]
 
 #: §4.3: Adam (lr 1e-3, default betas and eps), batch 100, no augmentation; no weight
@@ -169,3 +174,155 @@ def sweep_snapshot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normal
         table["layer"] = table["layer"].astype(str)
     return table
 
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """What a study keeps of one :func:`paramstress.training.train` call (the weights stay
+    in the checkpoint folder; :func:`paramstress.training.load_snapshot` reads them)."""
+
+    config: training.TrainConfig
+    config_hash: str
+    history: list[training.EpochStats]
+    final_test_accuracy: float
+    from_cache: bool
+    epochs_trained: int
+
+
+@dataclasses.dataclass
+class PairStudy:
+    """One architecture on one data set (:func:`study_pair`): the trained seeds, the ε of
+    Defs. 7-9, the filtering rows of every kept snapshot, what was computed (not read
+    from a cache) per snapshot, and where and how long it ran."""
+
+    arch: str
+    dataset: str
+    runs: dict[int, TrainedRun]
+    eps: dict[str, Any]
+    sweeps: pd.DataFrame
+    computed: list[dict[str, Any]]
+    seconds: dict[str, float]
+    worker: str
+
+
+def _trained(result: training.TrainResult) -> TrainedRun:
+    return TrainedRun(config=result.config, config_hash=result.config_hash, history=list(result.history),
+                      final_test_accuracy=result.final_test_accuracy, from_cache=result.from_cache,
+                      epochs_trained=result.epochs_trained)
+
+
+def _settings_error(seeds: Sequence[int], snapshot_epochs: Sequence[int]) -> str | None:
+    if not seeds:
+        return "seeds is empty; give at least one training seed"
+    if not snapshot_epochs:
+        return "snapshot_epochs is empty; name the epochs whose snapshots are filtered"
+    return None
+
+
+def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps_seed: int, epochs: int,
+               snapshot_epochs: Sequence[int], train_samples: int | None, test_samples: int | None,
+               adv_target: float, eps_max: float, T: int, layers: int | None, include_layers: Sequence[str] = (),
+               adversarial: str = "fixed", global_range: Any = "true", eval_batch_size: int = 500,
+               device: str = "cpu", checksum: str | None = None) -> PairStudy:
+    """§4.3 and §5 of Pravin et al. (2023) for one architecture on one data set: train every
+    seed (:func:`train_config`; cached), choose ε on the last snapshot of ``eps_seed``
+    (:func:`choose_epsilon`, Defs. 7-9; trained too if it is not among ``seeds``), and sweep
+    every kept snapshot (:func:`sweep_snapshot`) over ``layers`` (:func:`pick_layers`;
+    ``include_layers`` are added in front when the pick leaves them out) and the global
+    scope. ``dataset`` is a loaded :class:`~paramstress.data.ImageData` or a data set name
+    (loaded here, e.g. in a worker process; ``checksum``, when given, must match the loaded
+    files). Everything is read back from the caches when it was computed before."""
+    import os
+    import time
+
+    from . import data as D
+
+    start = time.perf_counter()
+    problem = _settings_error(seeds, snapshot_epochs)
+    if problem:
+        raise ValueError(problem)
+    ds = D.load(dataset) if isinstance(dataset, str) else dataset
+    if checksum is not None and ds.checksum != checksum:
+        raise ValueError(f"{ds.name}: the files loaded here have checksum {ds.checksum}, the caller's {checksum}; "
+                         "point every process at the same data (PARAMSTRESS_DATA / PARAMSTRESS_DATA_MIRROR)")
+    last = max(snapshot_epochs)
+    ckpt = training.default_checkpoint_dir()
+    cfg_of = {s: train_config(arch, epochs=epochs, keep_epochs=snapshot_epochs, seed=s, train_subset=train_samples,
+                              test_subset=test_samples) for s in dict.fromkeys([*seeds, eps_seed])}
+    runs = {s: _trained(training.train(None, ds, cfg_of[s], device=device, checkpoint_dir=ckpt, progress=False))
+            for s in cfg_of}
+    trained_at = time.perf_counter()
+
+    eps_cfg = cfg_of[eps_seed]
+    model = training.load_snapshot(eps_cfg, ds, last, device=device)
+    x, y = eval_data(ds, eps_cfg)
+    eps = choose_epsilon(model, x.to(device), y.to(device), normalize=ds.normalize, target_accuracy=adv_target,
+                         eps_max=eps_max, batch_size=eval_batch_size,
+                         cache_key=f"{runs[eps_seed].config_hash}.epoch{last}")
+    eps_at = time.perf_counter()
+
+    frames, computed = [], []
+    for s in seeds:
+        cfg = cfg_of[s]
+        x, y = (t.to(device) for t in eval_data(ds, cfg))
+        for e in snapshot_epochs:
+            model = training.load_snapshot(cfg, ds, e, device=device)
+            picked = pick_layers(model, layers)
+            scopes = [*[name for name in include_layers if name not in picked], *picked, FL.GLOBAL]
+            frame = sweep_snapshot(model, x, y, normalize=ds.normalize,
+                                   tags={"model": arch, "dataset": ds.name, "seed": s, "epoch": e},
+                                   snapshot=f"{runs[s].config_hash}.epoch{e}", scopes=scopes, T=T,
+                                   eps=eps["eps"], adversarial=adversarial, global_range=global_range,
+                                   batch_size=eval_batch_size)
+            frames.append(frame)
+            computed.append({"seed": s, "epoch": e, **frame.attrs["stats"]})
+    end = time.perf_counter()
+    sweeps = pd.concat(frames, ignore_index=True)
+    sweeps.attrs = {}
+    return PairStudy(arch=arch, dataset=ds.name, runs={s: runs[s] for s in seeds}, eps=eps, sweeps=sweeps,
+                     computed=computed, worker=f"pid {os.getpid()}",
+                     seconds={"train": trained_at - start, "eps": eps_at - trained_at, "sweep": end - eps_at,
+                              "total": end - start})
+
+
+def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: int = 1, threads: int | None = None,
+          device: str | torch.device = "cpu", **settings: Any) -> dict[tuple[str, str], PairStudy]:
+    """:func:`study_pair` for every architecture × data set, keyed ``(arch, data set name)``
+    in that order. ``workers > 1`` runs the pairs in that many processes
+    (:func:`paramstress.workers.run_jobs`; ``threads`` intra-op threads each): a worker
+    loads a named data set itself (its checksum checked against ``datasets``') and
+    writes the same caches, so the results equal the serial ones. The settings (seeds,
+    epochs, layers, ...) are checked before any compute."""
+    from . import models
+    from . import workers as W
+
+    W.check_workers(workers)
+    problem = _settings_error(settings.get("seeds", ()), settings.get("snapshot_epochs", ()))
+    if problem:
+        raise ValueError(problem)
+    if not archs or not datasets:
+        raise ValueError(f"nothing to study: archs {list(archs)}, data sets {list(datasets)}; name at least one of each")
+    unknown = [a for a in archs if a not in models.MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"unknown architectures {unknown}; choose from {list(models.MODEL_NAMES)}")
+    for a in archs:
+        train_config(a, epochs=settings["epochs"], keep_epochs=settings["snapshot_epochs"],
+                     seed=settings.get("eps_seed", 0)).validate()
+    layers = settings.get("layers")
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 2):
+        raise ValueError(f"layers must be None (every layer) or an integer >= 2 (first and last), got {layers!r}")
+    misnamed = {d: ds.name for d, ds in datasets.items() if ds.name != d}
+    if misnamed:
+        raise ValueError(f"key the data sets by their own names (data.load(name).name): got {misnamed}")
+    device = str(device)
+    pairs = [(a, d) for a in archs for d in datasets]
+    parallel = workers > 1 and len(pairs) > 1
+    jobs = []
+    for a, d in pairs:
+        ds = datasets[d]
+        by_name = parallel and ds.source != "synthetic"
+        jobs.append(dict(settings, arch=a, dataset=d if by_name else ds, device=device,
+                         checksum=ds.checksum if by_name else None))
+    results = W.run_jobs(study_pair, jobs, workers=workers, threads=threads,
+                         labels=[f"{a} on {d}" for a, d in pairs])
+    return dict(zip(pairs, results))

@@ -1,0 +1,139 @@
+"""paramstress.workers (jobs in worker processes) and paramstress.landscape.study (the
+filtering study of Pravin et al. 2023 per architecture × data set) run in workers: same
+results as the serial loop, errors named, bad input refused before any process starts."""
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from paramstress import landscape as L
+from paramstress import training
+from paramstress import workers as W
+from paramstress.data import ImageData
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+def draw(seed, n):
+    """A job: ``n`` normal draws from ``seed`` and the worker's pid and thread count."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=g).sum().item(), os.getpid(), torch.get_num_threads()
+
+
+def fail_on(seed, bad):
+    if seed == bad:
+        raise ValueError(f"seed {seed} is bad")
+    return seed
+
+
+def test_serial_and_parallel_give_the_same_results_in_job_order():
+    jobs = [dict(seed=s, n=50 + s) for s in range(5)]
+    serial = W.run_jobs(draw, jobs)
+    parallel = W.run_jobs(draw, jobs, workers=2, threads=1)
+    assert [r[0] for r in parallel] == [r[0] for r in serial]
+    assert {r[1] for r in serial} == {os.getpid()}
+    assert os.getpid() not in {r[1] for r in parallel} and len({r[1] for r in parallel}) == 2
+    assert {r[2] for r in parallel} == {1}
+
+
+def test_a_failing_job_is_named_and_stops_the_run():
+    for workers in (1, 2):
+        with pytest.raises(ValueError, match="seed 2 is bad") as info:
+            W.run_jobs(fail_on, [dict(seed=s, bad=2) for s in range(4)], workers=workers,
+                       labels=[f"job {s}" for s in range(4)])
+        assert any("job 2" in note for note in info.value.__notes__)
+
+
+def test_bad_input_is_refused_before_any_process_starts():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="workers must be an integer"):
+            W.run_jobs(draw, [dict(seed=0, n=1)], workers=bad)
+    with pytest.raises(ValueError, match="threads"):
+        W.run_jobs(draw, [dict(seed=0, n=1)] * 2, workers=2, threads=0)
+    with pytest.raises(ValueError, match="one label per job"):
+        W.run_jobs(draw, [dict(seed=0, n=1)] * 2, workers=2, labels=["a"])
+    with pytest.raises(TypeError, match="module level"):
+        W.run_jobs(lambda seed: seed, [dict(seed=0), dict(seed=1)], workers=2)
+    with pytest.raises(TypeError, match="cannot be sent"):
+        W.run_jobs(draw, [dict(seed=0, n=1), dict(seed=1, n=lambda: 1)], workers=2)
+
+
+def toy(name="synthetic-study", seed=0, size=8):
+    """Noisy 1×8×8 images of 3 classes; class k brightens rows 2k..2k+1."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        y = torch.randint(0, 3, (n,), generator=g)
+        x = torch.randint(0, 100, (n, 1, size, size), generator=g, dtype=torch.uint8)
+        for k in range(3):
+            x[y == k, :, 2 * k:2 * k + 3, :] += 150
+        return x, y
+
+    tx, ty = split(600)
+    vx, vy = split(60)
+    return ImageData(name=name, train_x=tx, train_y=ty, test_x=vx, test_y=vy, classes=["a", "b", "c"],
+                     mean=(0.35,), std=(0.3,))
+
+
+SETTINGS = dict(seeds=[0, 1], eps_seed=0, epochs=2, snapshot_epochs=[1, 2], train_samples=None, test_samples=40,
+                adv_target=40.0, eps_max=2.0, T=3, layers=2, eval_batch_size=64)
+
+
+def test_study_in_workers_equals_the_serial_study(tmp_path, monkeypatch):
+    sets = {"one": toy("one", 0), "two": toy("two", 1)}
+    monkeypatch.setenv(training.CHECKPOINT_DIR_ENV, str(tmp_path / "serial"))
+    serial = L.study(["small_cnn"], sets, **SETTINGS)
+    monkeypatch.setenv(training.CHECKPOINT_DIR_ENV, str(tmp_path / "parallel"))  # nothing cached there
+    parallel = L.study(["small_cnn"], sets, workers=2, threads=1, **SETTINGS)
+    assert list(serial) == list(parallel) == [("small_cnn", "one"), ("small_cnn", "two")]
+    for key in serial:
+        a, b = serial[key], parallel[key]
+        assert a.worker == f"pid {os.getpid()}" and b.worker != a.worker
+        assert not any(r.from_cache for r in b.runs.values())  # computed in the worker, not read back
+        assert a.eps == b.eps
+        assert [[h.test_accuracy for h in r.history] for r in a.runs.values()] == \
+               [[h.test_accuracy for h in r.history] for r in b.runs.values()]
+        pd.testing.assert_frame_equal(a.sweeps, b.sweeps)
+        assert a.computed == b.computed and sum(c["evaluations"] for c in a.computed) > 0
+        assert set(a.sweeps.seed) == {0, 1} and set(a.sweeps.epoch) == {1, 2}
+        assert set(a.sweeps.layer) == {"global", *L.pick_layers(
+            training.load_snapshot(a.runs[0].config, sets[key[1]], 1), 2)}
+    again = L.study(["small_cnn"], sets, workers=2, threads=1, **SETTINGS)  # now read back
+    for key in again:
+        assert all(r.from_cache for r in again[key].runs.values())
+        assert sum(c["evaluations"] for c in again[key].computed) == 0
+        pd.testing.assert_frame_equal(again[key].sweeps, serial[key].sweeps)
+
+
+def test_study_pair_adds_the_included_layer_and_trains_the_eps_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv(training.CHECKPOINT_DIR_ENV, str(tmp_path))
+    ds = toy()
+    result = L.study_pair("small_cnn", ds, **{**SETTINGS, "seeds": [1], "eps_seed": 0, "snapshot_epochs": [2]},
+                          include_layers=["4"])
+    assert list(result.runs) == [1] and set(result.sweeps.seed) == {1}
+    assert list(dict.fromkeys(result.sweeps.layer))[0] == "4"
+    eps_cfg = L.train_config("small_cnn", epochs=2, keep_epochs=[2], seed=0, test_subset=40)
+    assert training.snapshot_path(eps_cfg, ds, 2).exists()  # eps seed 0 was trained for its eps only
+
+
+def test_study_refuses_bad_settings_before_any_compute(tmp_path, monkeypatch):
+    monkeypatch.setenv(training.CHECKPOINT_DIR_ENV, str(tmp_path))
+    sets = {"one": toy("one")}
+    cases = [(dict(archs=["no_such_net"]), "unknown architectures"),
+             (dict(seeds=[]), "seeds is empty"),
+             (dict(snapshot_epochs=[3]), "outside"),
+             (dict(layers=1), "layers must be"),
+             (dict(workers=0), "workers must be"),
+             (dict(archs=[]), "nothing to study")]
+    for change, message in cases:
+        kwargs = {**SETTINGS, "archs": ["small_cnn"], **change}
+        archs = kwargs.pop("archs")
+        with pytest.raises(ValueError, match=message):
+            L.study(archs, sets, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing cached
+
+
+def test_a_worker_refuses_data_that_differ_from_the_callers():
+    with pytest.raises(ValueError, match="checksum"):
+        L.study_pair("small_cnn", toy(), checksum="not-the-same", **SETTINGS)
