@@ -3,11 +3,20 @@
 # workplace's device tool; any CUDA box with python3 + torch works the same way).
 #
 #   scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK [NOTEBOOK ...]
+#   scripts/gpu_run.sh COMMIT 0                 stage .devcarry/data into data/ and stop
+#   BENCH="benchmarks/workers.py --device cuda" scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK...
+#                                               run a benchmark first, within the same SECONDS
 #
 # What travels with the working tree (scripts/gpu_kit.sh prepares it on the sending machine):
 #   .whl/                    pure-Python wheels the machine lacks (papermill, ipykernel,
 #                            myst-nb and docutils --no-deps, ...; see the issue notes)
-#   .devcarry/data/          the offline data mirror's files the notebooks need
+#   .devcarry/data/          the offline data mirror's files the notebooks need; copied into the
+#                            checkout's data/ (the data root, ignored by git), where a warm machine
+#                            keeps them between calls. Data sets that do not fit one call's 64 MiB
+#                            beside the rest are staged by an earlier call with no NOTEBOOK
+#                            from .devstage/data (e.g. FashionMNIST first, then cifar10-jpeg.tar.gz
+#                            + MNIST + .whl), the two calls less than the machine's warm period
+#                            (30 s) apart; see scripts/gpu_kit.sh.
 # COMMIT is the commit the tree was copied from: the copy may carry no .git or a stale one
 # (seen: an older commit "+ uncommitted changes"), so provenance shows COMMIT as "copied tree".
 # SECONDS bounds all notebooks together: a notebook still running then is interrupted and its
@@ -29,8 +38,15 @@ fi
 mkdir -p /tmp/pp && ln -sfn "$PWD/lib" /tmp/pp/paramstress
 export PYTHONPATH=/tmp/pp${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export PARAMSTRESS_GIT_COMMIT=$commit PARAMSTRESS_OFFLINE=1
-[ -d .devcarry/data ] && export PARAMSTRESS_DATA_MIRROR=$PWD/.devcarry/data
-export PARAMSTRESS_CHECKPOINTS=${PARAMSTRESS_CHECKPOINTS:-/tmp/paramstress-checkpoints}
+for carried in .devstage/data .devcarry/data; do
+  if [ -d "$carried" ]; then
+    mkdir -p data && cp -rn "$carried"/. data/ && echo "staged into data/: $(ls "$carried" | tr '\n' ' ')"
+  fi
+done
+echo "in data/: $(ls data | grep -v README | tr '\n' ' ')"
+[ "$#" -eq 0 ] && exit 0
+# checkpoints/ (the default) is ignored by git, so a warm machine keeps it between calls: a second
+# call resumes training from its per-epoch checkpoints and the sweeps from their cached rows
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, papermill, ipykernel, paramstress; from myst_nb.ext.glue import glue; \
@@ -38,6 +54,12 @@ print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cud
   || { echo "imports failed"; exit 4; }
 
 status=0
+if [ -n "${BENCH:-}" ]; then  # e.g. BENCH="benchmarks/workers.py --device cuda --quick": timed first, same budget
+  left=$(( budget - ($(date +%s) - start) ))
+  echo "== python3 $BENCH, at most ${left} s"
+  timeout -s INT -k 20 "$left" python3 $BENCH || echo "== benchmark rc=$?"
+  echo "== benchmark done after $(( $(date +%s) - start )) s"
+fi
 for nb in "$@"; do
   left=$(( budget - ($(date +%s) - start) ))
   if [ "$left" -lt 30 ]; then echo "skipping $nb: ${left} s left"; status=5; continue; fi
