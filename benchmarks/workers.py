@@ -86,15 +86,18 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--T", type=int, default=11)
     ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--adv-target", type=float, default=50.0, help="shared adversarial accuracy (%%), Defs. 7-9")
     ap.add_argument("--no-wide", action="store_true", help="skip the serial run with all threads")
-    ap.add_argument("--quick", action="store_true", help="1,000 training images, 100 test images, 1 epoch, T = 5")
+    ap.add_argument("--quick", action="store_true",
+                    help="the ci profile's sizes: 2,000 training images, 100 test images, 2 epochs, T = 5, 3 layers, "
+                         "adversarial target 25 %%")
     args = ap.parse_args(argv)
     if args.quick:
-        args.train_samples, args.test_samples, args.epochs, args.T, args.layers = 1000, 100, 1, 5, 3
+        args.train_samples, args.test_samples, args.epochs, args.T, args.layers, args.adv_target = 2000, 100, 2, 5, 3, 25.0
     device = pick_device(args.device)
     sets = {d: data.load(d) for d in args.datasets}  # checked before any compute
     settings = dict(seeds=[0], eps_seed=0, epochs=args.epochs, snapshot_epochs=list(range(1, args.epochs + 1)),
-                    train_samples=args.train_samples, test_samples=args.test_samples, adv_target=50.0, eps_max=2.0,
+                    train_samples=args.train_samples, test_samples=args.test_samples, adv_target=args.adv_target, eps_max=2.0,
                     T=args.T, layers=args.layers, eval_batch_size=max(args.test_samples, 100))
     jobs = len(args.archs) * len(args.datasets)
     print(f"{jobs} jobs ({', '.join(args.archs)} x {', '.join(args.datasets)}); {args.train_samples:,} training "

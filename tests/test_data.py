@@ -405,3 +405,22 @@ def test_imagenet_val_missing_names_files_and_variable(empty_root, monkeypatch, 
         assert needle in msg
     if offline == "0":
         assert "cannot be downloaded" in msg and "image-net.org" in msg
+
+
+def test_normalisation_statistics_do_not_depend_on_the_thread_count(mirror):
+    """Fashion-MNIST's float32 mean rounds differently when torch splits the reduction among
+    2 threads instead of 1; the statistics every model is normalised with must not."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        stats = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            d = data.load("fashion-mnist")
+            stats.append((d.mean, d.std))
+            assert torch.get_num_threads() == threads  # the caller's setting is left alone
+    finally:
+        torch.set_num_threads(previous)
+    assert stats[0] == stats[1] == stats[2]
+    assert stats[0] == ((0.2860405743122101,), (0.3530242443084717,))  # the one-thread values the book used
