@@ -27,6 +27,7 @@ import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
@@ -60,7 +61,9 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], *, worke
     """``[fn(**job) for job in jobs]``, in ``workers`` processes when ``workers > 1``.
 
     ``fn`` must be importable by name (a module-level function) and the jobs' arguments
-    and results picklable; both are checked before any process starts. ``threads`` sets
+    and results picklable; both are checked before any process starts. A script that
+    calls this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard
+    (workers start with ``spawn``, which re-imports the main module). ``threads`` sets
     ``torch.set_num_threads`` in every worker (default: :func:`default_threads`); the
     serial path leaves this process's setting alone. Results are collected in the jobs'
     order; the first failure collected stops the run (jobs not started are cancelled, the
@@ -105,6 +108,12 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], *, worke
         for name, future in zip(names, futures):
             try:
                 results.append(future.result())
+            except BrokenProcessPool as exc:
+                exc.add_note(f"in job {name}: a worker process died. Called from a script? Workers start with "
+                             "'spawn', which re-imports the main module: put the script's code under "
+                             "`if __name__ == \"__main__\":`. Otherwise it may have run out of memory: "
+                             "use fewer workers.")
+                raise
             except Exception as exc:
                 exc.add_note(f"in job {name} (worker process)")
                 raise
