@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,12 @@ import torch
 from torch import nn
 
 from . import adversarial as A
+from . import data as D
 from . import filtering as FL
+from . import models
 from . import sweep as S
 from . import training
+from . import workers as W
 from .data import ImageData
 
 __all__ = [
@@ -94,8 +99,7 @@ def pick_layers(model: nn.Module, count: int | None) -> list[str]:
     layers = FL.filterable_layers(model)
     if count is None or count >= len(layers):
         return layers
-    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
-        raise ValueError(f"count must be None (all layers) or an integer >= 2 (first and last), got {count!r}")
+    _check_layer_count(count, "count")
     idx = sorted({int(round(i)) for i in np.linspace(0, len(layers) - 1, count)})
     return [layers[i] for i in idx]
 
@@ -175,7 +179,6 @@ def sweep_snapshot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normal
     return table
 
 
-
 @dataclasses.dataclass
 class TrainedRun:
     """What a study keeps of one :func:`paramstress.training.train` call (the weights stay
@@ -211,12 +214,17 @@ def _trained(result: training.TrainResult) -> TrainedRun:
                       epochs_trained=result.epochs_trained)
 
 
-def _settings_error(seeds: Sequence[int], snapshot_epochs: Sequence[int]) -> str | None:
+def _check_layer_count(count: Any, name: str) -> None:
+    """``count`` layers for :func:`pick_layers`: an integer >= 2, or ``ValueError`` naming ``name``."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        raise ValueError(f"{name} must be None (all layers) or an integer >= 2 (first and last), got {count!r}")
+
+
+def _check_settings(seeds: Sequence[int], snapshot_epochs: Sequence[int]) -> None:
     if not seeds:
-        return "seeds is empty; give at least one training seed"
+        raise ValueError("seeds is empty; give at least one training seed")
     if not snapshot_epochs:
-        return "snapshot_epochs is empty; name the epochs whose snapshots are filtered"
-    return None
+        raise ValueError("snapshot_epochs is empty; name the epochs whose snapshots are filtered")
 
 
 def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps_seed: int, epochs: int,
@@ -232,15 +240,8 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
     scope. ``dataset`` is a loaded :class:`~paramstress.data.ImageData` or a data set name
     (loaded here, e.g. in a worker process; ``checksum``, when given, must match the loaded
     files). Everything is read back from the caches when it was computed before."""
-    import os
-    import time
-
-    from . import data as D
-
     start = time.perf_counter()
-    problem = _settings_error(seeds, snapshot_epochs)
-    if problem:
-        raise ValueError(problem)
+    _check_settings(seeds, snapshot_epochs)
     ds = D.load(dataset) if isinstance(dataset, str) else dataset
     if checksum is not None and ds.checksum != checksum:
         raise ValueError(f"{ds.name}: the files loaded here have checksum {ds.checksum}, the caller's {checksum}; "
@@ -293,13 +294,8 @@ def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: i
     loads a named data set itself (its checksum checked against ``datasets``') and
     writes the same caches, so the results equal the serial ones. The settings (seeds,
     epochs, layers, ...) are checked before any compute."""
-    from . import models
-    from . import workers as W
-
     W.check_workers(workers)
-    problem = _settings_error(settings.get("seeds", ()), settings.get("snapshot_epochs", ()))
-    if problem:
-        raise ValueError(problem)
+    _check_settings(settings.get("seeds", ()), settings.get("snapshot_epochs", ()))
     if not archs or not datasets:
         raise ValueError(f"nothing to study: archs {list(archs)}, data sets {list(datasets)}; name at least one of each")
     unknown = [a for a in archs if a not in models.MODEL_NAMES]
@@ -308,9 +304,8 @@ def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: i
     for a in archs:
         train_config(a, epochs=settings["epochs"], keep_epochs=settings["snapshot_epochs"],
                      seed=settings.get("eps_seed", 0)).validate()
-    layers = settings.get("layers")
-    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 2):
-        raise ValueError(f"layers must be None (every layer) or an integer >= 2 (first and last), got {layers!r}")
+    if settings.get("layers") is not None:
+        _check_layer_count(settings["layers"], "layers")
     misnamed = {d: ds.name for d, ds in datasets.items() if ds.name != d}
     if misnamed:
         raise ValueError(f"key the data sets by their own names (data.load(name).name): got {misnamed}")

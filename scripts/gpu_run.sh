@@ -3,7 +3,7 @@
 # workplace's device tool; any CUDA box with python3 + torch works the same way).
 #
 #   scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK [NOTEBOOK ...]
-#   scripts/gpu_run.sh COMMIT 0                 stage .devcarry/data into data/ and stop
+#   scripts/gpu_run.sh COMMIT 0                 stage .devstage/data and .devcarry/data into data/, stop
 #   BENCH="benchmarks/workers.py --device cuda" scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK...
 #                                               run a benchmark first, within the same SECONDS
 #
