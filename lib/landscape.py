@@ -17,8 +17,9 @@ snapshot (§4.3 "Experimental set-up", §5; the data behind Figs. 5-7, 9 and 10)
 - Sweeps (:func:`sweep_snapshot`): :func:`paramstress.filtering.filter_sweep` of one
   snapshot, written to a resumable CSV in ``<checkpoints>/filtering/`` whose name is a
   digest of everything that determines the rows — the snapshot (config hash, epoch),
-  the evaluation images, T, ε, the adversarial mode, the global range, the evaluation
-  batch size and the source of the modules that compute them. A second notebook (or a
+  the evaluation images and what ``normalize`` makes of the first of them, T, ε, the
+  adversarial mode, the global range, the evaluation batch size and the source of the
+  modules that compute them. A second notebook (or a
   re-run) asking for the same rows reads them instead of recomputing them, the way
   trained weights are reused; new layers are added to the same file. Any change to the
   code of ``filtering``, ``adversarial`` or ``sweep`` changes the digest, so stale rows
@@ -126,6 +127,13 @@ def _digest(payload: Mapping[str, Any], *tensors: torch.Tensor) -> str:
     return h.hexdigest()[:20]
 
 
+def _normalized_probe(normalize, x: torch.Tensor) -> torch.Tensor:
+    """``normalize`` applied to the first images, for the cache digests: a cached result is
+    only read back for inputs normalised the same way (the statistics are computed from the
+    images and once depended on the thread count, see ``paramstress.data.channel_stats``)."""
+    return normalize(x[:8])
+
+
 def choose_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normalize, target_accuracy: float,
                    eps_max: float, grid: int = 8, tol: float = 1.0, batch_size: int = 500,
                    cache_key: str | None = None) -> dict[str, Any]:
@@ -138,7 +146,7 @@ def choose_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normal
                 "grid": grid, "tol": float(tol), "batch_size": batch_size, "code": code_digest()}
     path = None
     if cache_key is not None:
-        path = cache_dir() / f"eps.{_digest(settings, x, y)}.json"
+        path = cache_dir() / f"eps.{_digest(settings, x, y, _normalized_probe(normalize, x))}.json"
         if path.exists():
             return json.loads(path.read_text())
     xn = torch.cat([normalize(b) for b in x.split(batch_size)])
@@ -167,7 +175,7 @@ def sweep_snapshot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, normal
                     "eps": None if eps is None else float(eps), "adversarial": adversarial if eps is not None else None,
                     "global_range": global_range, "batch_size": batch_size, "code": code_digest(),
                     "tags": {k: str(v) for k, v in tags.items()}}
-        csv_path = cache_dir() / f"sweep.{_digest(settings, x, y)}.csv"
+        csv_path = cache_dir() / f"sweep.{_digest(settings, x, y, _normalized_probe(normalize, x))}.csv"
     table = FL.filter_sweep(model, x, y, scopes=list(scopes), filters=filters, T=T, global_range=global_range,
                             eps=eps, adversarial=adversarial, transform=normalize, batch_size=batch_size,
                             tags=dict(tags), csv_path=csv_path, resume=True)

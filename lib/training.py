@@ -800,6 +800,31 @@ def _snapshot_file(folder: Path, key: str, epoch: int) -> Path:
     return folder / f"{key}.epoch{epoch}.pt"
 
 
+def _normalization(data: ImageData) -> dict[str, list[float]]:
+    """The per-channel statistics ``data.normalize`` uses, as stored in every checkpoint."""
+    return {"mean": [float(m) for m in data.mean], "std": [float(s) for s in data.std]}
+
+
+def _check_normalization(state: dict[str, Any], data: ImageData, path: Path) -> None:
+    """Refuse a checkpoint whose network saw other normalised inputs than ``data`` gives.
+
+    The cache key identifies the images, not ``data.mean``/``data.std``: these are
+    computed from the images, and a float32 reduction once rounded differently with
+    the thread count (``paramstress.data.channel_stats``). A checkpoint records the
+    statistics it was trained with; one written before it did so is taken as it is.
+    """
+    stored = state.get("normalization")
+    if stored is None:
+        return
+    current = _normalization(data)
+    if stored != current:
+        raise RuntimeError(
+            f"checkpoint {path} was trained on inputs normalised with mean {stored['mean']} and std "
+            f"{stored['std']}, but {data.name!r} now normalises with mean {current['mean']} and std "
+            f"{current['std']}; it is stale: delete it to retrain"
+        )
+
+
 def _read_snapshot(path: Path, key: str, epoch: int, fix: str, map_location: str | torch.device) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"no snapshot of config {key} at epoch {epoch}: {path} does not exist; {fix}")
@@ -838,6 +863,7 @@ def load_snapshot(
         "(it writes the snapshots of keep_epochs), or pass the checkpoint_dir it used"
     )
     state = _read_snapshot(path, config_hash(cfg, data), epoch, fix, device)
+    _check_normalization(state, data, path)
     channels, height, _ = data.image_shape
     model = models.build_model(cfg.model, data.num_classes, channels, height, seed=cfg.seed)
     model.load_state_dict(state["model"])
@@ -913,6 +939,7 @@ def train(
             f"train the parent config with keep_epochs including {init_epoch} and "
             f"checkpoint_dir={str(folder)!r} first", "cpu",
         )
+        _check_normalization(init_state, data, _snapshot_file(folder, parent, init_epoch))
         if init_state["config"]["model"] != cfg.model:
             raise ValueError(
                 f"init_from names a snapshot of a {init_state['config']['model']!r}, but cfg.model is "
@@ -953,6 +980,7 @@ def train(
             state = load_checkpoint(path, map_location=device)
             if state.get("config_hash") != key:
                 raise RuntimeError(f"checkpoint {path} holds config {state.get('config_hash')}, not {key}; delete it")
+            _check_normalization(state, data, path)
             model.load_state_dict(state["model"])
             history = [EpochStats(**record) for record in state["history"]]
             start_epoch = int(state["epoch"])
@@ -988,6 +1016,7 @@ def train(
                     "config_hash": key,
                     "config": cfg.to_dict(),
                     "data": json.loads(json.dumps(data.provenance(), default=str)),
+                    "normalization": _normalization(data),
                     "epoch": epoch,
                     "test_accuracy": accuracy,
                     "model": model.state_dict(),
@@ -1069,6 +1098,7 @@ def train(
                             "config_hash": key,
                             "config": cfg.to_dict(),
                             "data": json.loads(json.dumps(data.provenance(), default=str)),
+                            "normalization": _normalization(data),
                             "epoch": epoch + 1,
                             "finished": finished,
                             "history": [dataclasses.asdict(record) for record in history],

@@ -60,6 +60,11 @@ def test_sweeps_and_eps_choices_are_cached_and_read_back(tmp_path, monkeypatch):
     assert len(list((tmp_path / "filtering").glob("sweep.*.csv"))) == 2
     uncached = L.sweep_snapshot(model, x, y, scopes=["conv1", "global"], **{**args, "snapshot": None})
     pd.testing.assert_frame_equal(uncached[first.columns], first, check_dtype=False)
+    # the same images normalised otherwise (statistics one float32 ulp apart) are not read from that file
+    shifted = L.sweep_snapshot(model, x, y, scopes=["conv1"],
+                               **{**args, "normalize": lambda b: (b.float() / 255 - 0.50000006) / 0.25})
+    assert shifted.attrs["stats"]["evaluations"] > 0
+    assert len(list((tmp_path / "filtering").glob("sweep.*.csv"))) == 3
 
 
 def test_choose_epsilon_caches_its_result(tmp_path, monkeypatch):
@@ -77,3 +82,6 @@ def test_choose_epsilon_caches_its_result(tmp_path, monkeypatch):
     assert len(files) == 1
     files[0].write_text(files[0].read_text().replace(f'"eps": {first["eps"]}', '"eps": 123.0'))
     assert L.choose_epsilon(model, x, y, **kw)["eps"] == 123.0  # read back, not recomputed
+    shifted = {**kw, "normalize": lambda b: (b.float() / 255 - 0.50000006) / 0.25}
+    assert L.choose_epsilon(model, x, y, **shifted)["eps"] != 123.0  # other inputs: computed, not read back
+    assert len(list((tmp_path / "filtering").glob("eps.*.json"))) == 2

@@ -810,3 +810,29 @@ def test_gradient_images_choices() -> None:
         data.gradient_images("test-subset", None)
     with pytest.raises(ValueError, match="one of"):
         data.gradient_images("validation")
+
+
+def test_a_checkpoint_trained_on_other_normalisation_is_refused(data: ImageData, tmp_path: Path) -> None:
+    """The cache key names the images, not the statistics computed from them: a checkpoint
+    records the mean and std its network saw, and one that differs is stale, not reused."""
+    cfg = tiny_config(epochs=2, keep_epochs=(1, 2))
+    result = train(None, data, cfg, checkpoint_dir=tmp_path, progress=False)
+    state = training.load_checkpoint(result.checkpoint_path)
+    assert state["normalization"] == {"mean": [0.35], "std": [0.25]}
+    assert training.load_checkpoint(result.snapshots[1])["normalization"] == state["normalization"]
+    assert train(None, data, cfg, checkpoint_dir=tmp_path, progress=False).from_cache
+
+    shifted = dataclasses.replace(data, mean=(0.35 + 1e-7,))  # one float32 ulp is enough to change the weights
+    assert config_hash(cfg, shifted) == result.config_hash
+    with pytest.raises(RuntimeError, match="stale: delete it to retrain"):
+        train(None, shifted, cfg, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="normalised with mean"):
+        training.load_snapshot(cfg, shifted, 2, checkpoint_dir=tmp_path)
+    child = tiny_config(epochs=3, init_from={"config_hash": result.config_hash, "epoch": 1})
+    with pytest.raises(RuntimeError, match="stale"):
+        train(None, shifted, child, checkpoint_dir=tmp_path, progress=False)
+
+    # a checkpoint written before the statistics were recorded is read as it is
+    del state["normalization"]
+    torch.save(state, result.checkpoint_path)
+    assert train(None, shifted, cfg, checkpoint_dir=tmp_path, progress=False).from_cache
