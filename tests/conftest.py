@@ -44,3 +44,27 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+CI_COPY_BUDGET_S = 90.0  # what one nbval copy may take on the 2-core CI machine (the issues' target)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print each nbval copy's time (kernel start and every cell) against its budget.
+
+    Shown, not asserted: speed is not a pass/fail criterion of the tests (the project's
+    rule), but a copy that grows past the budget should be seen in every CI log.
+    """
+    totals: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            path = getattr(report, "nodeid", "").split("::")[0]
+            duration = getattr(report, "duration", None)
+            if path.endswith(".ipynb") and duration is not None:
+                totals[path] = totals.get(path, 0.0) + duration
+    if not totals:
+        return
+    terminalreporter.section(f"nbval copies: seconds each (budget {CI_COPY_BUDGET_S:.0f} s)")
+    for path, seconds in sorted(totals.items()):
+        flag = "  OVER BUDGET" if seconds > CI_COPY_BUDGET_S else ""
+        terminalreporter.write_line(f"{seconds:7.1f}  {path}{flag}")
