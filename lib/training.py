@@ -825,7 +825,10 @@ def _check_normalization(state: dict[str, Any], data: ImageData, path: Path) -> 
         )
 
 
-def _read_snapshot(path: Path, key: str, epoch: int, fix: str, map_location: str | torch.device) -> dict[str, Any]:
+def _read_snapshot(path: Path, key: str, epoch: int, fix: str, map_location: str | torch.device,
+                   data: ImageData) -> dict[str, Any]:
+    """The epoch-``epoch`` snapshot of config ``key``, checked to be that and to have been
+    trained on ``data``'s normalisation."""
     if not path.exists():
         raise FileNotFoundError(f"no snapshot of config {key} at epoch {epoch}: {path} does not exist; {fix}")
     state = load_checkpoint(path, map_location=map_location)
@@ -833,6 +836,7 @@ def _read_snapshot(path: Path, key: str, epoch: int, fix: str, map_location: str
         raise RuntimeError(
             f"{path} is not the epoch-{epoch} snapshot of config {key}; delete it and train that config again"
         )
+    _check_normalization(state, data, path)
     return state
 
 
@@ -862,8 +866,7 @@ def load_snapshot(
         f"run training.train(None, data, cfg, checkpoint_dir={str(path.parent)!r}) first "
         "(it writes the snapshots of keep_epochs), or pass the checkpoint_dir it used"
     )
-    state = _read_snapshot(path, config_hash(cfg, data), epoch, fix, device)
-    _check_normalization(state, data, path)
+    state = _read_snapshot(path, config_hash(cfg, data), epoch, fix, device, data)
     channels, height, _ = data.image_shape
     model = models.build_model(cfg.model, data.num_classes, channels, height, seed=cfg.seed)
     model.load_state_dict(state["model"])
@@ -937,9 +940,8 @@ def train(
         init_state = _read_snapshot(
             _snapshot_file(folder, parent, init_epoch), parent, init_epoch,
             f"train the parent config with keep_epochs including {init_epoch} and "
-            f"checkpoint_dir={str(folder)!r} first", "cpu",
+            f"checkpoint_dir={str(folder)!r} first", "cpu", data,
         )
-        _check_normalization(init_state, data, _snapshot_file(folder, parent, init_epoch))
         if init_state["config"]["model"] != cfg.model:
             raise ValueError(
                 f"init_from names a snapshot of a {init_state['config']['model']!r}, but cfg.model is "
@@ -1007,16 +1009,20 @@ def train(
                 objective.load_state_dict(state["objective"])
 
         data = data.to(device)
+        # what every checkpoint and snapshot records about the run and the data it was trained on
+        identity = {
+            "config_hash": key,
+            "config": cfg.to_dict(),
+            "data": json.loads(json.dumps(data.provenance(), default=str)),
+            "normalization": _normalization(data),
+        }
 
         def keep_snapshot(epoch: int, accuracy: float) -> None:
             atomic_save(
                 {
                     "format": CHECKPOINT_FORMAT,
                     "kind": "snapshot",
-                    "config_hash": key,
-                    "config": cfg.to_dict(),
-                    "data": json.loads(json.dumps(data.provenance(), default=str)),
-                    "normalization": _normalization(data),
+                    **identity,
                     "epoch": epoch,
                     "test_accuracy": accuracy,
                     "model": model.state_dict(),
@@ -1095,10 +1101,7 @@ def train(
                     atomic_save(
                         {
                             "format": CHECKPOINT_FORMAT,
-                            "config_hash": key,
-                            "config": cfg.to_dict(),
-                            "data": json.loads(json.dumps(data.provenance(), default=str)),
-                            "normalization": _normalization(data),
+                            **identity,
                             "epoch": epoch + 1,
                             "finished": finished,
                             "history": [dataclasses.asdict(record) for record in history],
