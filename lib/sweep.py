@@ -32,6 +32,7 @@ import hashlib
 import io
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -191,31 +192,62 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _append_row(path: Path, row: Mapping[str, Any]) -> None:
-    """Append one complete line (one write, flushed and fsynced). A row with columns
-    the header lacks rewrites the file with the wider header (atomically, via
-    ``os.replace``)."""
-    header, existing = _read_rows(path)
-    if not header:
-        text = _render(list(row), [row], with_header=True)
-        mode = "w"
-    elif set(row) <= set(header):
-        text = _render(header, [row], with_header=False)
-        mode = "a"
-    else:
-        header = header + [key for key in row if key not in header]
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            fh.write(_render(header, existing, with_header=True))
+def _read_header(path: Path) -> list[str]:
+    """The CSV's column names (its first line only), or ``[]`` for a missing or empty file."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with open(path, newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
+#: Seconds between two fsyncs of a sweep's CSV. Every row is written and flushed at
+#: once (a killed process loses nothing: the operating system holds it); only a crash
+#: of the machine itself can lose the rows of the last interval, and a torn last line is
+#: dropped on resume. Syncing every row cost a disk round trip per row.
+FSYNC_INTERVAL = 1.0
+
+
+class _RowWriter:
+    """Appends rows to a sweep's CSV, one flushed line per row.
+
+    The header is read once (first line only) and kept: appending no longer re-reads the
+    file, which made a sweep quadratic in its number of rows (1,650 rows of one snapshot
+    re-parsed 1.4 million lines). A row with columns the header lacks rewrites the file
+    with the wider header (atomically, via ``os.replace``).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.header = _read_header(path)
+        self.synced = time.monotonic()
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        if not self.header:
+            self.header = list(row)
+            text, mode = _render(self.header, [row], with_header=True), "w"
+        else:
+            if not set(row) <= set(self.header):
+                _, existing = _read_rows(self.path)
+                self.header = self.header + [key for key in row if key not in self.header]
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                with open(tmp, "w", newline="") as fh:
+                    fh.write(_render(self.header, existing, with_header=True))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            text, mode = _render(self.header, [row], with_header=False), "a"
+        with open(self.path, mode, newline="") as fh:
+            fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        text = _render(header, [row], with_header=False)
-        mode = "a"
-    with open(path, mode, newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+            if mode == "w" or time.monotonic() - self.synced >= FSYNC_INTERVAL:
+                os.fsync(fh.fileno())
+                self.synced = time.monotonic()
+
+    def close(self) -> None:
+        """fsync what the interval left unsynced."""
+        if self.path.exists():
+            with open(self.path, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def sweep(
@@ -275,19 +307,24 @@ def sweep(
 
         iterator = tqdm(pending, desc=desc, total=len(pending))
     records: list[dict[str, Any]] = []
-    for pt, _ in iterator:
-        with apply(pt) as extra:
-            metrics = dict(evaluate(pt))
-        extra = dict(extra or {})
-        row: dict[str, Any] = dict(pt)
-        for part in (extra, metrics):
-            clash = [key for key in part if key in row]
-            if clash:
-                raise ValueError(f"row fields {clash} are produced twice (point / apply / evaluate)")
-            row.update(part)
-        if path is not None:
-            _append_row(path, row)
-        records.append(row)
+    writer = _RowWriter(path) if path is not None else None
+    try:
+        for pt, _ in iterator:
+            with apply(pt) as extra:
+                metrics = dict(evaluate(pt))
+            extra = dict(extra or {})
+            row: dict[str, Any] = dict(pt)
+            for part in (extra, metrics):
+                clash = [key for key in part if key in row]
+                if clash:
+                    raise ValueError(f"row fields {clash} are produced twice (point / apply / evaluate)")
+                row.update(part)
+            if writer is not None:
+                writer.append(row)
+            records.append(row)
+    finally:
+        if writer is not None:
+            writer.close()
 
     if path is None:
         return pd.DataFrame.from_records(records)

@@ -222,6 +222,28 @@ def test_sweep_widens_the_csv_header_when_rows_gain_columns(tmp_path: Path) -> N
     assert df["late"].isna().tolist() == [True, False, True]
 
 
+def test_sweep_appends_without_rereading_the_csv(tmp_path: Path, monkeypatch) -> None:
+    """Appending a row must not re-read the rows already written (the sweep was quadratic
+    in its rows: 1,800 rows of a tiny model took 18.9 s instead of 0.9 s), and rows are
+    fsynced at most once per FSYNC_INTERVAL plus once at the end, not once per row."""
+    path = tmp_path / "rows.csv"
+    reads, syncs = [], []
+    real_read, real_fsync = S._read_rows, S.os.fsync
+    monkeypatch.setattr(S, "_read_rows", lambda p: reads.append(p) or real_read(p))
+    monkeypatch.setattr(S.os, "fsync", lambda fd: syncs.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(S, "FSYNC_INTERVAL", 3600.0, raising=False)
+    points = [{"x": i} for i in range(40)]
+    df = S.sweep(points, Counter().apply, lambda p: {"v": p["x"] + 0.5}, path)
+    assert reads == []  # a fresh file: nothing to read back while appending
+    assert len(syncs) == 2  # the header line, and the close at the end
+    assert df["v"].tolist() == [i + 0.5 for i in range(40)] and len(pd.read_csv(path)) == 40
+
+    c = Counter()
+    S.sweep([{"x": i} for i in range(50)], c.apply, lambda p: {"v": p["x"] + 0.5}, path)
+    assert len(c.applied) == 10 and len(reads) == 1  # resume reads the file once, appends read nothing
+    assert len(pd.read_csv(path)) == 50
+
+
 def test_sweep_rejects_bad_grids() -> None:
     c = Counter()
     with pytest.raises(ValueError, match="duplicate grid point"):
