@@ -38,6 +38,7 @@ __all__ = [
     "fgsm",
     "adversarial_accuracy",
     "EpsilonChoice",
+    "TargetUnreachable",
     "select_epsilon",
     "TARGET_LABELS",
     "targeted_parameters",
@@ -153,6 +154,38 @@ class EpsilonChoice:
                 "def7": self.def7, "def8": self.def8, "evaluations": len(self.curve) - 1}
 
 
+class TargetUnreachable(ValueError):
+    """Def. 7 cannot hold for this model at the shared target: its clean accuracy is not
+    above ``target`` (%), so no attack can bring it *down* to the target.
+
+    Raised by :func:`select_epsilon` after one clean evaluation. It is a property of the
+    trained model, not of the settings alone (a network that collapsed onto a few classes,
+    e.g. SqueezeNet 1.1 with class logits whose ReLU never fires, sits far below the
+    others), so callers that study many models may record it and go on without this
+    model's adversarial response (:func:`paramstress.landscape.study_pair`). Carries
+    ``clean_accuracy``, ``target``, ``chance`` and ``classes_predicted`` (distinct classes
+    the model predicts on the evaluated inputs).
+    """
+
+    def __init__(self, message: str, *, clean_accuracy: float, target: float, chance: float,
+                 classes_predicted: int) -> None:
+        super().__init__(message)
+        self.clean_accuracy = clean_accuracy
+        self.target = target
+        self.chance = chance
+        self.classes_predicted = classes_predicted
+
+    def __reduce__(self):  # picklable across worker processes with its fields
+        return (_rebuild_unreachable, (self.args[0], self.clean_accuracy, self.target, self.chance,
+                                       self.classes_predicted), dict(self.__dict__))
+
+
+def _rebuild_unreachable(message: str, clean_accuracy: float, target: float, chance: float,
+                         classes_predicted: int) -> TargetUnreachable:
+    return TargetUnreachable(message, clean_accuracy=clean_accuracy, target=target, chance=chance,
+                             classes_predicted=classes_predicted)
+
+
 def select_epsilon(
     model: nn.Module,
     x: torch.Tensor,
@@ -168,8 +201,9 @@ def select_epsilon(
     """The FGSM size at which ``model``'s accuracy on ``(x, y)`` (normalised inputs)
     falls to ``target_accuracy`` (%), Defs. 7-9 (see the module docstring).
 
-    ``target_accuracy`` must lie above chance (Def. 8) and below the clean accuracy
-    (Def. 7): otherwise ``ValueError`` naming the fix. The grid ``eps_max·k/grid``,
+    ``target_accuracy`` must lie above chance (Def. 8; otherwise ``ValueError``) and
+    below the clean accuracy (Def. 7; otherwise :class:`TargetUnreachable`, a
+    ``ValueError``), each naming the fix. The grid ``eps_max·k/grid``,
     ``k = 1…grid``, is scanned until the accuracy is at or below the target; if it never
     is, ``ValueError`` (raise ``eps_max``). Bisection then stops when the accuracy is
     within ``tol`` points of the target or after ``max_iter`` steps; the evaluated ε
@@ -195,8 +229,12 @@ def select_epsilon(
         raise ValueError(f"target_accuracy {target} % is not above chance ({chance:.1f} % for {num_classes} classes): "
                          "Def. 8 needs the attacked model above chance; choose a higher target")
     if not target < clean:
-        raise ValueError(f"target_accuracy {target} % is not below the clean accuracy {clean:.2f} %: Def. 7 needs "
-                         "the attack to misclassify correct inputs; choose a lower target (or train the model)")
+        classes = int(clean_pred[clean_pred >= 0].unique().numel())
+        raise TargetUnreachable(
+            f"target_accuracy {target} % is not below the clean accuracy {clean:.2f} % (the model predicts "
+            f"{classes} of {num_classes} classes): Def. 7 needs the attack to misclassify correct inputs; choose a "
+            "lower target (or train the model)",
+            clean_accuracy=clean, target=target, chance=chance, classes_predicted=classes)
 
     evaluated: dict[float, tuple[float, int]] = {0.0: (clean, 0)}
 

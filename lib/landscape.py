@@ -13,7 +13,9 @@ snapshot (§4.3 "Experimental set-up", §5; the data behind Figs. 5-7, 9 and 10)
   training and the filtering's unfiltered accuracy are measured on the same images.
 - ε (Defs. 7-9, :func:`choose_epsilon`): one line search per model and dataset, on the
   snapshot of the last epoch of the first seed, to an adversarial accuracy shared by all
-  models and datasets; that ε is then used at every epoch and seed of the pair.
+  models and datasets; that ε is then used at every epoch and seed of the pair. A network
+  whose clean accuracy is not above that target cannot satisfy Def. 7; with
+  ``unreachable="clean-only"`` it is filtered on clean inputs only instead of ending the study.
 - Sweeps (:func:`sweep_snapshot`): :func:`paramstress.filtering.filter_sweep` of one
   snapshot, written to a resumable CSV in ``<checkpoints>/filtering/`` whose name is a
   digest of everything that determines the rows — the snapshot (config hash, epoch),
@@ -61,6 +63,7 @@ __all__ = [
     "sweep_snapshot",
     "TrainedRun",
     "PairStudy",
+    "UNREACHABLE",
     "study_pair",
     "study",
 ]
@@ -235,11 +238,31 @@ def _check_settings(seeds: Sequence[int], snapshot_epochs: Sequence[int]) -> Non
         raise ValueError("snapshot_epochs is empty; name the epochs whose snapshots are filtered")
 
 
+#: What :func:`study_pair` does with a network that cannot reach the shared adversarial target.
+UNREACHABLE = ("raise", "clean-only")
+
+
+def _check_unreachable(value: Any) -> None:
+    if value not in UNREACHABLE:
+        raise ValueError(f"unreachable must be one of {list(UNREACHABLE)}, got {value!r}")
+
+
+def _check_target(adv_target: Any, datasets: Mapping[str, ImageData]) -> None:
+    """Def. 8 before any compute: the shared adversarial accuracy must lie above chance for
+    every data set (and below 100 %, or no attack is needed)."""
+    if isinstance(adv_target, bool) or not isinstance(adv_target, (int, float)) or not adv_target < 100:
+        raise ValueError(f"adv_target must be an accuracy in % below 100, got {adv_target!r}")
+    low = {d: 100.0 / ds.num_classes for d, ds in datasets.items() if not adv_target > 100.0 / ds.num_classes}
+    if low:
+        raise ValueError(f"adv_target {adv_target} % is not above chance for {', '.join(f'{d} ({c:.1f} %)' for d, c in low.items())}: "
+                         "Def. 8 keeps the attacked networks above chance; raise adv_target")
+
+
 def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps_seed: int, epochs: int,
                snapshot_epochs: Sequence[int], train_samples: int | None, test_samples: int | None,
                adv_target: float, eps_max: float, T: int, layers: int | None, include_layers: Sequence[str] = (),
                adversarial: str = "fixed", global_range: Any = "true", eval_batch_size: int = 500,
-               device: str = "cpu", checksum: str | None = None) -> PairStudy:
+               device: str = "cpu", checksum: str | None = None, unreachable: str = "raise") -> PairStudy:
     """§4.3 and §5 of Pravin et al. (2023) for one architecture on one data set: train every
     seed (:func:`train_config`; cached), choose ε on the last snapshot of ``eps_seed``
     (:func:`choose_epsilon`, Defs. 7-9; trained too if it is not among ``seeds``), and sweep
@@ -247,9 +270,18 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
     ``include_layers`` are added in front when the pick leaves them out) and the global
     scope. ``dataset`` is a loaded :class:`~paramstress.data.ImageData` or a data set name
     (loaded here, e.g. in a worker process; ``checksum``, when given, must match the loaded
-    files). Everything is read back from the caches when it was computed before."""
+    files). Everything is read back from the caches when it was computed before.
+
+    ``unreachable`` says what happens when the trained network's clean accuracy is not
+    above ``adv_target`` (:class:`paramstress.adversarial.TargetUnreachable`: Def. 7 cannot
+    hold, so this network cannot be brought to the shared adversarial accuracy of Def. 9):
+    ``"raise"`` (the default) re-raises it; ``"clean-only"`` keeps the network in the study
+    without an attack: its snapshots are filtered on clean inputs only (``adv_accuracy``
+    NaN, so φ_adv and Δφ are NaN), and ``eps`` records ``eps=None``, the clean accuracy,
+    the classes it predicts and the reason under ``"excluded"``."""
     start = time.perf_counter()
     _check_settings(seeds, snapshot_epochs)
+    _check_unreachable(unreachable)
     ds = D.load(dataset) if isinstance(dataset, str) else dataset
     if checksum is not None and ds.checksum != checksum:
         raise ValueError(f"{ds.name}: the files loaded here have checksum {ds.checksum}, the caller's {checksum}; "
@@ -265,9 +297,19 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
     eps_cfg = cfg_of[eps_seed]
     model = training.load_snapshot(eps_cfg, ds, last, device=device)
     x, y = eval_data(ds, eps_cfg)
-    eps = choose_epsilon(model, x.to(device), y.to(device), normalize=ds.normalize, target_accuracy=adv_target,
-                         eps_max=eps_max, batch_size=eval_batch_size,
-                         cache_key=f"{runs[eps_seed].config_hash}.epoch{last}")
+    try:
+        eps = choose_epsilon(model, x.to(device), y.to(device), normalize=ds.normalize, target_accuracy=adv_target,
+                             eps_max=eps_max, batch_size=eval_batch_size,
+                             cache_key=f"{runs[eps_seed].config_hash}.epoch{last}")
+    except A.TargetUnreachable as exc:
+        if unreachable == "raise":
+            exc.add_note(f"{arch} on {ds.name}, epoch {last} of seed {eps_seed}: pass unreachable='clean-only' "
+                         "to filter such a network on clean inputs only")
+            raise
+        eps = {"eps": None, "adv_accuracy": None, "target": exc.target, "clean_accuracy": exc.clean_accuracy,
+               "chance": exc.chance, "flipped": 0, "def7": False, "def8": None, "evaluations": 0,
+               "classes_predicted": exc.classes_predicted, "excluded": str(exc),
+               "curve": {"eps": [0.0], "accuracy": [exc.clean_accuracy], "flipped": [0]}}
     eps_at = time.perf_counter()
 
     frames, computed = [], []
@@ -301,9 +343,11 @@ def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: i
     (:func:`paramstress.workers.run_jobs`; ``threads`` intra-op threads each): a worker
     loads a named data set itself (its checksum checked against ``datasets``') and
     writes the same caches, so the results equal the serial ones. The settings (seeds,
-    epochs, layers, ...) are checked before any compute."""
+    epochs, layers, ``adv_target`` against each data set's chance level, ``unreachable``,
+    ...) are checked before any compute."""
     W.check_workers(workers)
     _check_settings(settings.get("seeds", ()), settings.get("snapshot_epochs", ()))
+    _check_unreachable(settings.get("unreachable", "raise"))
     if not archs or not datasets:
         raise ValueError(f"nothing to study: archs {list(archs)}, data sets {list(datasets)}; name at least one of each")
     unknown = [a for a in archs if a not in models.MODEL_NAMES]
@@ -317,6 +361,8 @@ def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: i
     misnamed = {d: ds.name for d, ds in datasets.items() if ds.name != d}
     if misnamed:
         raise ValueError(f"key the data sets by their own names (data.load(name).name): got {misnamed}")
+    if "adv_target" in settings:
+        _check_target(settings["adv_target"], datasets)
     device = str(device)
     pairs = [(a, d) for a in archs for d in datasets]
     parallel = workers > 1 and len(pairs) > 1

@@ -1,5 +1,7 @@
 """FGSM on normalised inputs, ε by Defs. 7-9 (line search to a shared target), and the
 parameters the adversary targets (Fig. 5)."""
+import pickle
+
 import pandas as pd
 import pytest
 import torch
@@ -98,10 +100,24 @@ def test_epsilon_constraints_fail_with_the_fix():
     model, x, y = threshold_problem()
     with pytest.raises(ValueError, match="Def. 8"):
         A.select_epsilon(model, x, y, target_accuracy=50.0)
-    with pytest.raises(ValueError, match="Def. 7"):
+    with pytest.raises(A.TargetUnreachable, match="Def. 7") as info:
         A.select_epsilon(model, x, y, target_accuracy=100.0)
+    assert isinstance(info.value, ValueError)
+    assert (info.value.clean_accuracy, info.value.target, info.value.chance, info.value.classes_predicted) == \
+        (100.0, 100.0, 50.0, 2)
     with pytest.raises(ValueError, match="raise eps_max"):
         A.select_epsilon(model, x, y, target_accuracy=60.0, eps_max=0.1)
+
+
+def test_an_unreachable_target_names_the_classes_and_survives_pickling():
+    """A network collapsed onto one class (all inputs called positive): half right, one class."""
+    _, x, y = threshold_problem()
+    collapsed = linear(torch.zeros(2, 1), torch.tensor([0.0, 1.0]))
+    with pytest.raises(A.TargetUnreachable, match="predicts 1 of 2 classes") as info:
+        A.select_epsilon(collapsed, x, y, target_accuracy=60.0)
+    back = pickle.loads(pickle.dumps(info.value))  # as a worker process sends it back
+    assert type(back) is A.TargetUnreachable and str(back) == str(info.value)
+    assert (back.clean_accuracy, back.target, back.chance, back.classes_predicted) == (50.0, 60.0, 50.0, 1)
 
 
 def test_targeted_parameters_labels_the_difference():

@@ -1,12 +1,15 @@
 """paramstress.workers (jobs in worker processes) and paramstress.landscape.study (the
 filtering study of Pravin et al. 2023 per architecture × data set) run in workers: same
 results as the serial loop, errors named, bad input refused before any process starts."""
+import dataclasses
 import os
 
 import pandas as pd
 import pytest
 import torch
 
+from paramstress import adversarial as A
+from paramstress import fragility as FR
 from paramstress import landscape as L
 from paramstress import training
 from paramstress import workers as W
@@ -125,13 +128,48 @@ def test_study_refuses_bad_settings_before_any_compute(tmp_path, monkeypatch):
              (dict(snapshot_epochs=[3]), "outside"),
              (dict(layers=1), "layers must be"),
              (dict(workers=0), "workers must be"),
-             (dict(archs=[]), "nothing to study")]
+             (dict(archs=[]), "nothing to study"),
+             (dict(adv_target=33.0), "not above chance for one"),  # 3 classes: chance 33.3 %
+             (dict(adv_target=100.0), "below 100"),
+             (dict(unreachable="skip"), "unreachable must be")]
     for change, message in cases:
         kwargs = {**SETTINGS, "archs": ["small_cnn"], **change}
         archs = kwargs.pop("archs")
         with pytest.raises(ValueError, match=message):
             L.study(archs, sets, **kwargs)
     assert not any(tmp_path.iterdir())  # nothing trained, nothing cached
+
+
+def unlearnable(name="noise", seed=5):
+    """``toy`` images with labels drawn independently of them: no network gets far above chance."""
+    ds = toy(name, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    return dataclasses.replace(ds, train_y=torch.randint(0, 3, ds.train_y.shape, generator=g),
+                               test_y=torch.randint(0, 3, ds.test_y.shape, generator=g))
+
+
+def test_a_network_below_the_shared_target_raises_or_is_kept_clean_only(tmp_path, monkeypatch):
+    """Def. 7 cannot hold for a network whose clean accuracy is not above the shared target:
+    by default the study stops (in a worker process too, with the exception's fields); with
+    unreachable='clean-only' that network is filtered on clean inputs only and the others
+    are attacked as before."""
+    monkeypatch.setenv(training.CHECKPOINT_DIR_ENV, str(tmp_path))
+    sets = {"one": toy("one", 0), "noise": unlearnable()}
+    settings = {**SETTINGS, "seeds": [0], "adv_target": 70.0}
+    for workers in (1, 2):
+        with pytest.raises(A.TargetUnreachable, match="Def. 7") as info:
+            L.study(["small_cnn"], sets, workers=workers, threads=1, **settings)
+        assert info.value.clean_accuracy < 70.0 and info.value.target == 70.0
+        assert any("unreachable='clean-only'" in note for note in info.value.__notes__)
+    kept = L.study(["small_cnn"], sets, unreachable="clean-only", **settings)
+    fine, noise = kept["small_cnn", "one"], kept["small_cnn", "noise"]
+    assert fine.eps["eps"] > 0 and "excluded" not in fine.eps and fine.sweeps["adv_accuracy"].notna().all()
+    assert noise.eps["eps"] is None and "Def. 7" in noise.eps["excluded"]
+    assert noise.eps["clean_accuracy"] < 70.0 and 1 <= noise.eps["classes_predicted"] <= 3
+    assert noise.sweeps["adv_accuracy"].isna().all() and noise.sweeps["clean_accuracy"].notna().all()
+    assert len(noise.sweeps) == len(fine.sweeps)  # the same scopes, filters and thresholds, clean only
+    table = FR.scores(noise.sweeps)
+    assert table["phi_clean"].notna().all() and table["phi_adv"].isna().all() and table["delta_phi"].isna().all()
 
 
 def test_a_worker_refuses_data_that_differ_from_the_callers():
