@@ -155,35 +155,38 @@ class EpsilonChoice:
 
 
 class TargetUnreachable(ValueError):
-    """Def. 7 cannot hold for this model at the shared target: its clean accuracy is not
-    above ``target`` (%), so no attack can bring it *down* to the target.
+    """This model cannot be brought to the shared target accuracy (Defs. 7 and 9): either
+    its clean accuracy is not above ``target`` (%), so no attack can bring it *down* to
+    the target (Def. 7 cannot hold), or FGSM up to ``eps_max`` leaves it above the target.
 
-    Raised by :func:`select_epsilon` after one clean evaluation. It is a property of the
-    trained model, not of the settings alone (a network that collapsed onto a few classes,
-    e.g. SqueezeNet 1.1 with class logits whose ReLU never fires, sits far below the
-    others), so callers that study many models may record it and go on without this
+    Raised by :func:`select_epsilon`. Unlike a target at or below chance (a plain
+    ``ValueError``: the settings alone are wrong), it is a property of the trained model:
+    a network that collapsed onto a few classes (e.g. SqueezeNet 1.1 with class logits
+    whose ReLU never fires) sits far below the others, and a weak or gradient-masked one
+    may resist FGSM. Callers that study many models may record it and go on without this
     model's adversarial response (:func:`paramstress.landscape.study_pair`). Carries
-    ``clean_accuracy``, ``target``, ``chance`` and ``classes_predicted`` (distinct classes
-    the model predicts on the evaluated inputs).
+    ``clean_accuracy``, ``target``, ``chance``, ``classes_predicted`` (distinct classes the
+    model predicts on the evaluated inputs) and ``why``, a short reason.
     """
 
     def __init__(self, message: str, *, clean_accuracy: float, target: float, chance: float,
-                 classes_predicted: int) -> None:
+                 classes_predicted: int, why: str) -> None:
         super().__init__(message)
         self.clean_accuracy = clean_accuracy
         self.target = target
         self.chance = chance
         self.classes_predicted = classes_predicted
+        self.why = why
 
-    def __reduce__(self):  # picklable across worker processes with its fields
-        return (_rebuild_unreachable, (self.args[0], self.clean_accuracy, self.target, self.chance,
-                                       self.classes_predicted), dict(self.__dict__))
+    def __reduce__(self):  # picklable across worker processes, fields (and notes) included
+        return (_rebuild_unreachable, (self.args[0], dict(self.__dict__)))
 
 
-def _rebuild_unreachable(message: str, clean_accuracy: float, target: float, chance: float,
-                         classes_predicted: int) -> TargetUnreachable:
-    return TargetUnreachable(message, clean_accuracy=clean_accuracy, target=target, chance=chance,
-                             classes_predicted=classes_predicted)
+def _rebuild_unreachable(message: str, state: dict[str, Any]) -> TargetUnreachable:
+    fields = ("clean_accuracy", "target", "chance", "classes_predicted", "why")
+    exc = TargetUnreachable(message, **{k: state[k] for k in fields})
+    exc.__dict__.update(state)
+    return exc
 
 
 def select_epsilon(
@@ -205,7 +208,7 @@ def select_epsilon(
     below the clean accuracy (Def. 7; otherwise :class:`TargetUnreachable`, a
     ``ValueError``), each naming the fix. The grid ``eps_max·k/grid``,
     ``k = 1…grid``, is scanned until the accuracy is at or below the target; if it never
-    is, ``ValueError`` (raise ``eps_max``). Bisection then stops when the accuracy is
+    is, :class:`TargetUnreachable` (raise ``eps_max``). Bisection then stops when the accuracy is
     within ``tol`` points of the target or after ``max_iter`` steps; the evaluated ε
     closest to the target is returned.
     """
@@ -228,13 +231,14 @@ def select_epsilon(
     if not target > chance:
         raise ValueError(f"target_accuracy {target} % is not above chance ({chance:.1f} % for {num_classes} classes): "
                          "Def. 8 needs the attacked model above chance; choose a higher target")
+    classes = int(clean_pred[clean_pred >= 0].unique().numel())
     if not target < clean:
-        classes = int(clean_pred[clean_pred >= 0].unique().numel())
         raise TargetUnreachable(
             f"target_accuracy {target} % is not below the clean accuracy {clean:.2f} % (the model predicts "
             f"{classes} of {num_classes} classes): Def. 7 needs the attack to misclassify correct inputs; choose a "
             "lower target (or train the model)",
-            clean_accuracy=clean, target=target, chance=chance, classes_predicted=classes)
+            clean_accuracy=clean, target=target, chance=chance, classes_predicted=classes,
+            why=f"clean accuracy {clean:.1f} % is not above {target:g} %; predicts {classes} of {num_classes} classes")
 
     evaluated: dict[float, tuple[float, int]] = {0.0: (clean, 0)}
 
@@ -252,8 +256,11 @@ def select_epsilon(
             break
         lo = e
     if hi is None:
-        raise ValueError(f"FGSM at eps_max = {eps_max} leaves {acc(eps_max):.2f} % accuracy, above the target "
-                         f"{target} %: raise eps_max")
+        left = acc(eps_max)
+        raise TargetUnreachable(f"FGSM at eps_max = {eps_max} leaves {left:.2f} % accuracy, above the target "
+                                f"{target} %: raise eps_max", clean_accuracy=clean, target=target, chance=chance,
+                                classes_predicted=classes,
+                                why=f"FGSM up to ε = {eps_max:g} leaves {left:.1f} % (clean {clean:.1f} %), above {target:g} %")
     for _ in range(max_iter):
         if abs(acc(hi) - target) <= tol or (lo > 0 and abs(acc(lo) - target) <= tol) or hi - lo <= 1e-6 * eps_max:
             break

@@ -14,8 +14,9 @@ snapshot (§4.3 "Experimental set-up", §5; the data behind Figs. 5-7, 9 and 10)
 - ε (Defs. 7-9, :func:`choose_epsilon`): one line search per model and dataset, on the
   snapshot of the last epoch of the first seed, to an adversarial accuracy shared by all
   models and datasets; that ε is then used at every epoch and seed of the pair. A network
-  whose clean accuracy is not above that target cannot satisfy Def. 7; with
-  ``unreachable="clean-only"`` it is filtered on clean inputs only instead of ending the study.
+  that cannot be brought to that target (clean accuracy not above it, so Def. 7 cannot hold,
+  or FGSM up to ``eps_max`` leaves it above) is, with ``unreachable="clean-only"``, filtered on
+  clean inputs only instead of ending the study.
 - Sweeps (:func:`sweep_snapshot`): :func:`paramstress.filtering.filter_sweep` of one
   snapshot, written to a resumable CSV in ``<checkpoints>/filtering/`` whose name is a
   digest of everything that determines the rows — the snapshot (config hash, epoch),
@@ -272,13 +273,14 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
     (loaded here, e.g. in a worker process; ``checksum``, when given, must match the loaded
     files). Everything is read back from the caches when it was computed before.
 
-    ``unreachable`` says what happens when the trained network's clean accuracy is not
-    above ``adv_target`` (:class:`paramstress.adversarial.TargetUnreachable`: Def. 7 cannot
-    hold, so this network cannot be brought to the shared adversarial accuracy of Def. 9):
-    ``"raise"`` (the default) re-raises it; ``"clean-only"`` keeps the network in the study
-    without an attack: its snapshots are filtered on clean inputs only (``adv_accuracy``
-    NaN, so φ_adv and Δφ are NaN), and ``eps`` records ``eps=None``, the clean accuracy,
-    the classes it predicts and the reason under ``"excluded"``."""
+    ``unreachable`` says what happens when the trained network cannot be brought to the
+    shared adversarial accuracy of Def. 9 (:class:`paramstress.adversarial.TargetUnreachable`:
+    its clean accuracy is not above ``adv_target``, so Def. 7 cannot hold, or FGSM up to
+    ``eps_max`` leaves it above the target): ``"raise"`` (the default) re-raises it;
+    ``"clean-only"`` keeps the network in the study without an attack: its snapshots are
+    filtered on clean inputs only (``adv_accuracy`` NaN, so φ_adv and Δφ are NaN), and
+    ``eps`` records ``eps=None``, the clean accuracy, the classes it predicts and the
+    short reason under ``"excluded"``."""
     start = time.perf_counter()
     _check_settings(seeds, snapshot_epochs)
     _check_unreachable(unreachable)
@@ -307,8 +309,8 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
                          "to filter such a network on clean inputs only")
             raise
         eps = {"eps": None, "adv_accuracy": None, "target": exc.target, "clean_accuracy": exc.clean_accuracy,
-               "chance": exc.chance, "flipped": 0, "def7": False, "def8": None, "evaluations": 0,
-               "classes_predicted": exc.classes_predicted, "excluded": str(exc),
+               "chance": exc.chance, "flipped": 0, "def7": False if exc.clean_accuracy <= exc.target else None,
+               "def8": None, "evaluations": 0, "classes_predicted": exc.classes_predicted, "excluded": exc.why,
                "curve": {"eps": [0.0], "accuracy": [exc.clean_accuracy], "flipped": [0]}}
     eps_at = time.perf_counter()
 

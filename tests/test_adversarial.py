@@ -105,8 +105,9 @@ def test_epsilon_constraints_fail_with_the_fix():
     assert isinstance(info.value, ValueError)
     assert (info.value.clean_accuracy, info.value.target, info.value.chance, info.value.classes_predicted) == \
         (100.0, 100.0, 50.0, 2)
-    with pytest.raises(ValueError, match="raise eps_max"):
+    with pytest.raises(A.TargetUnreachable, match="raise eps_max") as info:
         A.select_epsilon(model, x, y, target_accuracy=60.0, eps_max=0.1)
+    assert info.value.clean_accuracy == 100.0 and "FGSM up to ε = 0.1 leaves" in info.value.why
 
 
 def test_an_unreachable_target_names_the_classes_and_survives_pickling():
@@ -118,6 +119,7 @@ def test_an_unreachable_target_names_the_classes_and_survives_pickling():
     back = pickle.loads(pickle.dumps(info.value))  # as a worker process sends it back
     assert type(back) is A.TargetUnreachable and str(back) == str(info.value)
     assert (back.clean_accuracy, back.target, back.chance, back.classes_predicted) == (50.0, 60.0, 50.0, 1)
+    assert back.why == info.value.why == "clean accuracy 50.0 % is not above 60 %; predicts 1 of 2 classes"
 
 
 def test_targeted_parameters_labels_the_difference():

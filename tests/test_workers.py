@@ -164,10 +164,15 @@ def test_a_network_below_the_shared_target_raises_or_is_kept_clean_only(tmp_path
     kept = L.study(["small_cnn"], sets, unreachable="clean-only", **settings)
     fine, noise = kept["small_cnn", "one"], kept["small_cnn", "noise"]
     assert fine.eps["eps"] > 0 and "excluded" not in fine.eps and fine.sweeps["adv_accuracy"].notna().all()
-    assert noise.eps["eps"] is None and "Def. 7" in noise.eps["excluded"]
+    assert noise.eps["eps"] is None and "is not above 70 %" in noise.eps["excluded"] and noise.eps["def7"] is False
     assert noise.eps["clean_accuracy"] < 70.0 and 1 <= noise.eps["classes_predicted"] <= 3
     assert noise.sweeps["adv_accuracy"].isna().all() and noise.sweeps["clean_accuracy"].notna().all()
     assert len(noise.sweeps) == len(fine.sweeps)  # the same scopes, filters and thresholds, clean only
+    # FGSM that cannot reach the target within eps_max: the same, with that reason
+    resists = L.study(["small_cnn"], {"one": sets["one"]}, unreachable="clean-only", **{**settings, "eps_max": 1e-4})
+    assert resists["small_cnn", "one"].eps["eps"] is None
+    assert "FGSM up to ε = 0.0001 leaves" in resists["small_cnn", "one"].eps["excluded"]
+    assert resists["small_cnn", "one"].sweeps["adv_accuracy"].isna().all()
     table = FR.scores(noise.sweeps)
     assert table["phi_clean"].notna().all() and table["phi_adv"].isna().all() and table["delta_phi"].isna().all()
 
