@@ -13,10 +13,10 @@ the page keeps such networks clean-only (``landscape.study(unreachable="clean-on
 
     PARAMSTRESS_DATA_MIRROR=../shared/data .venv/bin/python scripts/squeezenet_collapse.py [--epochs 10]
 
-Seen on a 2-core AMD EPYC (2026-11-26, 2 threads, about 2 minutes per data set when nothing else runs): MNIST 41.8 %
-(4 of 10 classes predicted, 6 logits always 0), Fashion-MNIST 29.6 % (3 classes, 8 logits),
-CIFAR-10 JPEG 10.4 % (1 class, all 10 logits always 0), each flat from epoch 2 on. The checkpoints
-go to ``--checkpoints`` (a temporary folder by default), not to the book's cache.
+Seen on a 2-core AMD EPYC (2026-11-26, 2 threads, about 2 minutes per data set when nothing else
+runs): MNIST 41.8 % (4 of 10 classes predicted, 6 logits always 0), Fashion-MNIST 29.6 % (3 classes,
+8 logits), CIFAR-10 JPEG 10.4 % (1 class, all 10 logits always 0), each flat from epoch 2 on. The
+checkpoints go to ``--checkpoints`` (a temporary folder by default), not to the book's cache.
 """
 from __future__ import annotations
 
