@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,8 @@ __all__ = [
     "adversarial_accuracy",
     "EpsilonChoice",
     "TargetUnreachable",
+    "chance_level",
+    "check_above_chance",
     "select_epsilon",
     "TARGET_LABELS",
     "targeted_parameters",
@@ -166,27 +169,52 @@ class TargetUnreachable(ValueError):
     may resist FGSM. Callers that study many models may record it and go on without this
     model's adversarial response (:func:`paramstress.landscape.study_pair`). Carries
     ``clean_accuracy``, ``target``, ``chance``, ``classes_predicted`` (distinct classes the
-    model predicts on the evaluated inputs) and ``why``, a short reason.
+    model predicts on the evaluated inputs), ``why`` (a short reason) and ``curve``: the
+    evaluated (eps, accuracy, flipped) rows as in :class:`EpsilonChoice` (only ε = 0 when
+    the clean accuracy alone rules the target out).
     """
 
+    FIELDS = ("clean_accuracy", "target", "chance", "classes_predicted", "why", "curve")
+
     def __init__(self, message: str, *, clean_accuracy: float, target: float, chance: float,
-                 classes_predicted: int, why: str) -> None:
+                 classes_predicted: int, why: str, curve: pd.DataFrame | None = None) -> None:
         super().__init__(message)
         self.clean_accuracy = clean_accuracy
         self.target = target
         self.chance = chance
         self.classes_predicted = classes_predicted
         self.why = why
+        self.curve = pd.DataFrame([{"eps": 0.0, "accuracy": clean_accuracy, "flipped": 0}]) if curve is None else curve
 
-    def __reduce__(self):  # picklable across worker processes, fields (and notes) included
-        return (_rebuild_unreachable, (self.args[0], dict(self.__dict__)))
+    def summary(self) -> dict[str, Any]:
+        """:meth:`EpsilonChoice.summary`'s keys for a model left unattacked (``eps`` and
+        ``adv_accuracy`` ``None``, no flipped inputs; ``def7`` ``False`` when the clean
+        accuracy rules the target out, else ``None``: not tested; ``def8`` ``None``), plus
+        ``classes_predicted`` and the reason under ``excluded``."""
+        return {"eps": None, "adv_accuracy": None, "target": self.target, "clean_accuracy": self.clean_accuracy,
+                "chance": self.chance, "flipped": 0, "def7": False if self.clean_accuracy <= self.target else None,
+                "def8": None, "evaluations": len(self.curve) - 1, "classes_predicted": self.classes_predicted,
+                "excluded": self.why}
+
+    def __reduce__(self):  # picklable across worker processes, fields and notes (in __dict__) included
+        fields = {k: getattr(self, k) for k in self.FIELDS}
+        return functools.partial(type(self), self.args[0], **fields), (), self.__dict__
 
 
-def _rebuild_unreachable(message: str, state: dict[str, Any]) -> TargetUnreachable:
-    fields = ("clean_accuracy", "target", "chance", "classes_predicted", "why")
-    exc = TargetUnreachable(message, **{k: state[k] for k in fields})
-    exc.__dict__.update(state)
-    return exc
+def chance_level(num_classes: int) -> float:
+    """Def. 8's chance accuracy: ``100/C`` % for ``C`` classes."""
+    return 100.0 / num_classes
+
+
+def check_above_chance(target: float, classes: Mapping[str, int], *, name: str = "target_accuracy") -> None:
+    """Def. 8 on the settings alone: ``target`` (%) must lie above chance
+    (:func:`chance_level`) for every entry of ``classes`` (a label, e.g. a data set, to its
+    number of classes); otherwise a ``ValueError`` names each offender and the fix."""
+    low = {k: (c, chance_level(c)) for k, c in classes.items() if not target > chance_level(c)}
+    if low:
+        raise ValueError(f"{name} {target} % is not above chance for "
+                         f"{', '.join(f'{k} ({p:.1f} %, {c} classes)' for k, (c, p) in low.items())}: "
+                         f"Def. 8 keeps the attacked model above chance; raise {name}")
 
 
 def select_epsilon(
@@ -223,14 +251,12 @@ def select_epsilon(
         raise ValueError(f"tol must be > 0 (accuracy points), got {tol!r}")
     with _attack_mode(model), torch.inference_mode():
         num_classes = int(model(x[:1]).shape[1])
-    chance = 100.0 / num_classes
+    chance = chance_level(num_classes)
     clean_pred = _predictions(model, x, batch_size)
     correct = clean_pred == y
     clean = 100.0 * float(correct.double().mean())
     target = float(target_accuracy)
-    if not target > chance:
-        raise ValueError(f"target_accuracy {target} % is not above chance ({chance:.1f} % for {num_classes} classes): "
-                         "Def. 8 needs the attacked model above chance; choose a higher target")
+    check_above_chance(target, {"this model": num_classes})
     classes = int(clean_pred[clean_pred >= 0].unique().numel())
     if not target < clean:
         raise TargetUnreachable(
@@ -248,6 +274,9 @@ def select_epsilon(
             evaluated[eps] = (100.0 * float((pred == y).double().mean()), int((correct & (pred != y)).sum()))
         return evaluated[eps][0]
 
+    def curve() -> pd.DataFrame:
+        return pd.DataFrame([{"eps": e, "accuracy": a, "flipped": f} for e, (a, f) in sorted(evaluated.items())])
+
     lo, hi = 0.0, None
     for k in range(1, grid + 1):
         e = eps_max * k / grid
@@ -259,7 +288,7 @@ def select_epsilon(
         left = acc(eps_max)
         raise TargetUnreachable(f"FGSM at eps_max = {eps_max} leaves {left:.2f} % accuracy, above the target "
                                 f"{target} %: raise eps_max", clean_accuracy=clean, target=target, chance=chance,
-                                classes_predicted=classes,
+                                classes_predicted=classes, curve=curve(),
                                 why=f"FGSM up to ε = {eps_max:g} leaves {left:.1f} % (clean {clean:.1f} %), above {target:g} %")
     for _ in range(max_iter):
         if abs(acc(hi) - target) <= tol or (lo > 0 and abs(acc(lo) - target) <= tol) or hi - lo <= 1e-6 * eps_max:
@@ -271,9 +300,8 @@ def select_epsilon(
             hi = mid
     candidates = [e for e in evaluated if e > 0]
     best = min(candidates, key=lambda e: (abs(evaluated[e][0] - target), e))
-    curve = pd.DataFrame([{"eps": e, "accuracy": a, "flipped": f} for e, (a, f) in sorted(evaluated.items())])
     return EpsilonChoice(eps=best, accuracy=evaluated[best][0], target=target, clean_accuracy=clean, chance=chance,
-                         flipped=evaluated[best][1], correct_clean=int(correct.sum()), curve=curve)
+                         flipped=evaluated[best][1], correct_clean=int(correct.sum()), curve=curve())
 
 
 #: Labels of :func:`targeted_parameters`.

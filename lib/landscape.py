@@ -250,13 +250,11 @@ def _check_unreachable(value: Any) -> None:
 
 def _check_target(adv_target: Any, datasets: Mapping[str, ImageData]) -> None:
     """Def. 8 before any compute: the shared adversarial accuracy must lie above chance for
-    every data set (and below 100 %, or no attack is needed)."""
+    every data set (:func:`paramstress.adversarial.check_above_chance`) and below 100 %
+    (or no attack is needed)."""
     if isinstance(adv_target, bool) or not isinstance(adv_target, (int, float)) or not adv_target < 100:
         raise ValueError(f"adv_target must be an accuracy in % below 100, got {adv_target!r}")
-    low = {d: 100.0 / ds.num_classes for d, ds in datasets.items() if not adv_target > 100.0 / ds.num_classes}
-    if low:
-        raise ValueError(f"adv_target {adv_target} % is not above chance for {', '.join(f'{d} ({c:.1f} %)' for d, c in low.items())}: "
-                         "Def. 8 keeps the attacked networks above chance; raise adv_target")
+    A.check_above_chance(adv_target, {d: ds.num_classes for d, ds in datasets.items()}, name="adv_target")
 
 
 def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps_seed: int, epochs: int,
@@ -308,10 +306,7 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
             exc.add_note(f"{arch} on {ds.name}, epoch {last} of seed {eps_seed}: pass unreachable='clean-only' "
                          "to filter such a network on clean inputs only")
             raise
-        eps = {"eps": None, "adv_accuracy": None, "target": exc.target, "clean_accuracy": exc.clean_accuracy,
-               "chance": exc.chance, "flipped": 0, "def7": False if exc.clean_accuracy <= exc.target else None,
-               "def8": None, "evaluations": 0, "classes_predicted": exc.classes_predicted, "excluded": exc.why,
-               "curve": {"eps": [0.0], "accuracy": [exc.clean_accuracy], "flipped": [0]}}
+        eps = {**exc.summary(), "curve": exc.curve.to_dict(orient="list")}
     eps_at = time.perf_counter()
 
     frames, computed = [], []

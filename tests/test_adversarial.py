@@ -108,6 +108,32 @@ def test_epsilon_constraints_fail_with_the_fix():
     with pytest.raises(A.TargetUnreachable, match="raise eps_max") as info:
         A.select_epsilon(model, x, y, target_accuracy=60.0, eps_max=0.1)
     assert info.value.clean_accuracy == 100.0 and "FGSM up to ε = 0.1 leaves" in info.value.why
+    # the evaluated grid comes with it: ε = 0 and eps_max·k/8 for k = 1..8, all above the target
+    curve = info.value.curve
+    assert curve["eps"].tolist() == pytest.approx([0.1 * k / 8 for k in range(9)])
+    assert (curve["accuracy"].iloc[1:] > 60.0).all() and info.value.summary()["evaluations"] == 8
+
+
+def test_def8_names_every_offender_and_the_fix():
+    A.check_above_chance(34.0, {"three": 3, "ten": 10})
+    with pytest.raises(ValueError, match=r"adv_target 25 % is not above chance for three \(33.3 %, 3 classes\), "
+                                         r"four \(25.0 %, 4 classes\): .* raise adv_target"):
+        A.check_above_chance(25, {"three": 3, "four": 4, "ten": 10}, name="adv_target")
+    assert A.chance_level(10) == 10.0
+
+
+def test_an_unattacked_model_summarises_like_an_attacked_one():
+    """study_pair records either summary in one table: the keys must match."""
+    model, x, y = threshold_problem()
+    attacked = A.select_epsilon(model, x, y, target_accuracy=60.0, eps_max=2.0).summary()
+    for target, eps_max, def7, evaluations in ((100.0, 2.0, False, 0), (60.0, 0.1, None, 8)):
+        with pytest.raises(A.TargetUnreachable) as info:
+            A.select_epsilon(model, x, y, target_accuracy=target, eps_max=eps_max)
+        summary = info.value.summary()
+        assert set(attacked) <= set(summary) and set(summary) - set(attacked) == {"classes_predicted", "excluded"}
+        assert summary["eps"] is None and summary["adv_accuracy"] is None and summary["def8"] is None
+        assert summary["def7"] is def7 and summary["evaluations"] == evaluations
+        assert summary["excluded"] == info.value.why and summary["clean_accuracy"] == 100.0
 
 
 def test_an_unreachable_target_names_the_classes_and_survives_pickling():
@@ -120,6 +146,9 @@ def test_an_unreachable_target_names_the_classes_and_survives_pickling():
     assert type(back) is A.TargetUnreachable and str(back) == str(info.value)
     assert (back.clean_accuracy, back.target, back.chance, back.classes_predicted) == (50.0, 60.0, 50.0, 1)
     assert back.why == info.value.why == "clean accuracy 50.0 % is not above 60 %; predicts 1 of 2 classes"
+    assert back.curve.equals(info.value.curve) and back.summary() == info.value.summary()
+    info.value.add_note("which network")
+    assert pickle.loads(pickle.dumps(info.value)).__notes__ == ["which network"]
 
 
 def test_targeted_parameters_labels_the_difference():

@@ -172,6 +172,7 @@ def test_a_network_below_the_shared_target_raises_or_is_kept_clean_only(tmp_path
     resists = L.study(["small_cnn"], {"one": sets["one"]}, unreachable="clean-only", **{**settings, "eps_max": 1e-4})
     assert resists["small_cnn", "one"].eps["eps"] is None
     assert "FGSM up to ε = 0.0001 leaves" in resists["small_cnn", "one"].eps["excluded"]
+    assert resists["small_cnn", "one"].eps["evaluations"] == 8 == len(resists["small_cnn", "one"].eps["curve"]["eps"]) - 1
     assert resists["small_cnn", "one"].sweeps["adv_accuracy"].isna().all()
     table = FR.scores(noise.sweeps)
     assert table["phi_clean"].notna().all() and table["phi_adv"].isna().all() and table["delta_phi"].isna().all()
