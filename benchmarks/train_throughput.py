@@ -23,7 +23,8 @@ after every epoch):
 - ``no-checkpoints``: the same without a checkpoint folder (how much the per-epoch
   atomic checkpoint write costs);
 - ``batch-512`` / ``batch-1024``: larger batches, the peak learning rate scaled linearly;
-- ``no-channels-last``: the default memory format.
+- ``no-channels-last``: the default memory format;
+- ``cutout-16``: with a 16-pixel cutout square per image (``TrainConfig.cutout``).
 
 Why: the corruption page's ResNet-34 (issue 3) needs more epochs than fit one 10-minute
 command at the rate seen on an H200 (80 epochs in 352.9 s of training, 2026-11-27).
@@ -45,6 +46,7 @@ VARIANTS = {
     "batch-512": ({"batch_size": 512, "lr": 0.2}, False),
     "batch-1024": ({"batch_size": 1024, "lr": 0.4}, False),
     "no-channels-last": ({"channels_last": False}, False),
+    "cutout-16": ({"cutout": 16}, False),
 }
 
 

@@ -123,6 +123,7 @@ __all__ = [
     "TrainResult",
     "atomic_save",
     "augment_batch",
+    "cutout_batch",
     "config_hash",
     "default_checkpoint_dir",
     "evaluate_accuracy",
@@ -146,7 +147,8 @@ SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 #: Fields added after the first cached checkpoints, with their defaults: a field at
 #: its default is left out of :func:`config_hash`, so older keys stay valid.
-_HASH_OPTIONAL: dict[str, Any] = {"optimizer": "sgd", "keep_epochs": (), "frozen": (), "init_from": None}
+_HASH_OPTIONAL: dict[str, Any] = {"optimizer": "sgd", "keep_epochs": (), "frozen": (), "init_from": None,
+                                  "cutout": 0}
 #: Environment variable that overrides :func:`default_checkpoint_dir`.
 CHECKPOINT_DIR_ENV = "PARAMSTRESS_CHECKPOINTS"
 
@@ -302,7 +304,10 @@ class TrainConfig:
     that size with ``subset_seed`` (:meth:`ImageData.subset`). With ``augment``, each
     training image is randomly cropped back to its size after zero-padding by
     ``crop_padding`` pixels and, if ``hflip``, mirrored with probability 1/2 (turn
-    ``hflip`` off for digits: a mirrored 2 is not a 2). ``label_smoothing`` is that
+    ``hflip`` off for digits: a mirrored 2 is not a 2). ``cutout > 0`` (with
+    ``augment``) then masks one ``cutout``×``cutout`` square per image, at a uniformly
+    random centre and clipped at the border, to zero after normalisation, i.e. to the
+    data mean (:func:`cutout_batch`; DeVries & Taylor 2017). ``label_smoothing`` is that
     of ``nn.CrossEntropyLoss``.
 
     ``seed`` seeds the model initialisation (when :func:`train` builds the model),
@@ -333,6 +338,7 @@ class TrainConfig:
     augment: bool = True
     crop_padding: int = 4
     hflip: bool = True
+    cutout: int = 0
     label_smoothing: float = 0.0
     seed: int = 0
     objective: str = "cross_entropy"
@@ -379,6 +385,9 @@ class TrainConfig:
         _require_int(self, "checkpoint_every", minimum=1, meaning="save a checkpoint every that many epochs")
         _require_int(self, "eval_batch_size", minimum=1, meaning="the evaluation batch size")
         _require_int(self, "crop_padding", minimum=0, meaning="pixels of zero padding before cropping")
+        _require_int(self, "cutout", minimum=0, meaning="the side of the cutout square in pixels (0: none)")
+        if self.cutout and not self.augment:
+            raise ValueError(f"cutout={self.cutout} is an augmentation: set augment=True, or cutout=0")
         _require_int(self, "seed", minimum=None, meaning="the training seed")
         _require_int(self, "subset_seed", minimum=None, meaning="the seed of the subset draw")
         for name in ("train_subset", "test_subset"):
@@ -633,6 +642,32 @@ def augment_batch(
         flip = torch.rand(b, generator=generator, device=device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
+
+
+def cutout_batch(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017, "Improved regularization of convolutional neural
+    networks with cutout", §3): per image, a ``size``×``size`` square centred at a
+    uniformly random pixel, clipped where it crosses the border, set to zero.
+
+    Applied to normalised images, zero is the data mean, as in the paper. ``x`` is a
+    ``B×C×H×W`` batch on any device; the centres come from ``generator`` (on ``x``'s
+    device); the result is a new tensor of ``x``'s shape and dtype (``size=0``: ``x``).
+    Vectorised over the batch (torchvision's ``RandomErasing`` draws one box per call,
+    the same for every image of a batch tensor).
+    """
+    if size < 0:
+        raise ValueError(f"cutout size must be >= 0, got {size}")
+    if size == 0:
+        return x
+    b, _, h, w = x.shape
+    device = x.device
+    cy = torch.randint(0, h, (b,), generator=generator, device=device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=device)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=device)[None, :] - top[:, None]  # B×H
+    cols = torch.arange(w, device=device)[None, :] - left[:, None]  # B×W
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0)
 
 
 def evaluate_accuracy(
@@ -1061,7 +1096,10 @@ def train(
                     yb = data.train_y[index]
                     if cfg.augment:
                         xb = augment_batch(xb, cfg.crop_padding, cfg.hflip, generator)
-                    xb = data.normalize(xb).contiguous(memory_format=memory_format)
+                    xb = data.normalize(xb)
+                    if cfg.augment and cfg.cutout:
+                        xb = cutout_batch(xb, cfg.cutout, generator)
+                    xb = xb.contiguous(memory_format=memory_format)
                     optimizer.zero_grad(set_to_none=True)
                     loss = objective(model, xb, yb, loss_fn)
                     for p in frozen_params:  # selective backpropagation: no gradient reaches them

@@ -265,6 +265,7 @@ ALTERNATIVES = {
     "augment": False,
     "crop_padding": 2,
     "hflip": False,
+    "cutout": 8,
     "label_smoothing": 0.1,
     "seed": 1,
     "objective": "test_sam_like",
@@ -340,6 +341,9 @@ def test_config_hash_is_stable_and_tracks_the_data() -> None:
         ({"train_subset": 0}, "train_subset"),
         ({"checkpoint_every": 0}, "checkpoint_every"),
         ({"crop_padding": -1}, "crop_padding"),
+        ({"cutout": -1}, "cutout"),
+        ({"cutout": 2.0}, "cutout"),
+        ({"cutout": 4, "augment": False}, "augment=True"),
         ({"augment": "yes"}, "augment"),
     ],
 )
@@ -403,6 +407,45 @@ def test_augment_batch_crops_and_flips() -> None:
 
     again = training.augment_batch(x, pad, True, torch.Generator().manual_seed(7))
     assert torch.equal(again, training.augment_batch(x, pad, True, torch.Generator().manual_seed(7)))
+
+
+def test_cutout_batch_masks_one_clipped_square_per_image() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, 8, 7, generator=g) + 5.0  # no zeros of its own
+    assert training.cutout_batch(x, 0, g) is x
+    out = training.cutout_batch(x, 4, g)
+    assert out.shape == x.shape and out.dtype == x.dtype and not torch.equal(out, x)
+    assert torch.equal(x, torch.randn(400, 3, 8, 7, generator=torch.Generator().manual_seed(0)) + 5.0)  # input intact
+    zero = out == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))  # the same pixels in every channel
+    kept = ~zero
+    assert torch.equal(out[kept], x[kept])
+    areas, boxes = [], set()
+    for mask in zero[:, 0]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert len(rows) and len(cols)
+        # one axis-aligned rectangle of side <= 4: every pixel inside its bounding box is masked
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+        assert int(mask.sum()) == len(rows) * len(cols) and len(rows) <= 4 and len(cols) <= 4
+        areas.append(int(mask.sum()))
+        boxes.add((int(rows[0]), int(cols[0]), len(rows), len(cols)))
+    assert max(areas) == 16 and min(areas) < 16  # whole squares inside, clipped ones at the border
+    assert len(boxes) > 20  # the position varies per image
+    again = training.cutout_batch(x, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(again, training.cutout_batch(x, 4, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="cutout"):
+        training.cutout_batch(x, -1)
+
+
+def test_cutout_changes_training_and_only_when_set(data: ImageData) -> None:
+    """cutout=0 leaves the run (and its cache key) as before the field existed; cutout>0 trains
+    on other images, reproducibly."""
+    plain = training.train(None, data, tiny_config(epochs=1), device="cpu", progress=False)
+    cut = training.train(None, data, tiny_config(epochs=1, cutout=3), device="cpu", progress=False)
+    cut_again = training.train(None, data, tiny_config(epochs=1, cutout=3), device="cpu", progress=False)
+    assert not same_weights(plain.model, cut.model)
+    assert same_weights(cut.model, cut_again.model)
+    assert plain.config_hash == training.config_hash(tiny_config(epochs=1), data) != cut.config_hash
 
 
 def test_batch_loss_autocast_path_returns_float32() -> None:
