@@ -19,6 +19,9 @@
 #                            (30 s) apart; see scripts/gpu_kit.sh.
 # COMMIT is the commit the tree was copied from: the copy may carry no .git or a stale one
 # (seen: an older commit "+ uncommitted changes"), so provenance shows COMMIT as "copied tree".
+# The device tool hands a machine back 30 s after a call ends, with data/ and checkpoints/: prepare
+# the next call before this one returns (2026-11-27: a 91.66 % ResNet-34, 353 s of training, was lost
+# to a cold start between the call that trained it and the one meant to finish its sweep).
 # SECONDS bounds all notebooks together: a notebook still running then is interrupted and its
 # partial copy kept; the first failure ends the run. Everything comes back under $OUT (default
 # runs/gpu-device): the executed notebooks, their CSVs, and log.txt.
