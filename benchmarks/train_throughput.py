@@ -66,11 +66,11 @@ def main() -> None:
     print(f"{args.dataset}: {len(ds.train_y)} training images on {args.device} "
           f"({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
           f"loaded in {time.perf_counter() - started:.1f} s", flush=True)
-    rows = []
+    later_by_variant: dict[str, float] = {}
     for name in args.variants:
         overrides, checkpoints = VARIANTS[name]
-        cfg = training.TrainConfig(**dict(dict(model=args.model, epochs=args.epochs, label_smoothing=0.1,
-                                               hflip=ds.image_shape[0] == 3), **overrides))
+        settings = dict(model=args.model, epochs=args.epochs, label_smoothing=0.1, hflip=ds.image_shape[0] == 3)
+        cfg = training.TrainConfig(**{**settings, **overrides})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             result = training.train(None, ds, cfg, device=args.device,
@@ -80,13 +80,13 @@ def main() -> None:
             wall = time.perf_counter() - t0
         epochs = [h.seconds for h in result.history]
         later = statistics.median(epochs[1:])
-        rows.append((name, later, wall))
+        later_by_variant[name] = later
         print(f"{name:18s} epochs (s): {', '.join(f'{s:.2f}' for s in epochs)}  | later-epoch median "
               f"{later:.2f} s | call {wall:.1f} s | test acc {100 * result.final_test_accuracy:.2f} %", flush=True)
-    base = dict((r[0], r[1]) for r in rows).get("base")
+    base = later_by_variant.get("base")
     if base:
         print("\nlater-epoch seconds relative to base:")
-        for name, later, _ in rows:
+        for name, later in later_by_variant.items():
             print(f"  {name:18s} {later / base:.2f}x")
 
 

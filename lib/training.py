@@ -1097,7 +1097,7 @@ def train(
                     if cfg.augment:
                         xb = augment_batch(xb, cfg.crop_padding, cfg.hflip, generator)
                     xb = data.normalize(xb)
-                    if cfg.augment and cfg.cutout:
+                    if cfg.cutout:  # > 0 only with augment (TrainConfig checks)
                         xb = cutout_batch(xb, cfg.cutout, generator)
                     xb = xb.contiguous(memory_format=memory_format)
                     optimizer.zero_grad(set_to_none=True)
