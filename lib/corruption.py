@@ -426,15 +426,24 @@ def random_corruption(
     generator's device, CPU by default, so a seed gives the same ``a`` everywhere) and
     return the maximiser of ``aᵀr`` over ``S(ε, p, n)`` — Eq. 10's formula with the
     same normaliser, so ``‖a‖_p = ε`` exactly as for the gradient-based corruption.
-    For ``p = 2, n = k`` this is uniform on the sphere of radius ``ε`` (Theorem 1)."""
+    For ``p = 2, n = k`` this is uniform on the sphere of radius ``ε`` (Theorem 1).
+
+    ``device``: where ``a`` is returned. Only the draw ``r`` happens on the generator's
+    device; ``r`` is moved to ``device`` first and the rest (``top_n``, signs, the
+    normaliser) runs there. On a GPU that is most of the cost saved: for ResNet-34's
+    ``k = 21 M``, ``top_100`` of a float64 vector takes seconds on a CPU and is the
+    bulk of a corruption sweep's time. For ``p = ∞`` and ``p = 1`` the result is
+    bit-identical on any device (selection and signs only); for finite ``p > 1`` the
+    normaliser's sum may differ in its last bits between devices (summation order)."""
     k = _check_k(k)
     eps = _check_eps(eps)
     p = _check_p(p)
     n = _check_n(n, k)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     r = torch.randn(k, generator=generator, dtype=torch.float64, device=gen_device)
-    a = (_unit_corruption(r, p, n) * eps).to(dtype)
-    return a if device is None else a.to(device)
+    if device is not None:
+        r = r.to(device)
+    return (_unit_corruption(r, p, n) * eps).to(dtype)
 
 
 def indicator(grad_vec: torch.Tensor, eps: float, p: float, n: int) -> float:

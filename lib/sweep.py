@@ -487,7 +487,7 @@ def corruption_sweep(
         else:
             row_seed = derive_seed(seed, eps, n, trial)
             gen = torch.Generator().manual_seed(row_seed)
-            delta = C.random_corruption(k, eps, p, n, gen, dtype=torch.float64).to(device)
+            delta = C.random_corruption(k, eps, p, n, gen, dtype=torch.float64, device=device)
             first_order = float(torch.dot(delta, g64))
         with C.corrupted(named, delta):
             yield {"k": k, "seed": row_seed, "indicator": first_order}

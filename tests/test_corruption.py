@@ -252,6 +252,42 @@ def test_random_corruption_is_reproducible_and_seed_dependent() -> None:
     assert a.dtype == torch.float32
 
 
+def test_random_corruption_draws_on_the_generator_and_solves_on_the_device(monkeypatch) -> None:
+    """``device=``: r is drawn by the (CPU) generator, moved, and top_n/signs run on the
+    target device, so a GPU sweep does not pay a CPU top_n of k entries per draw."""
+    seen = []
+    real = C._unit_corruption
+
+    def spy(v, p, n):
+        seen.append(v.device)
+        # the meta device holds no values to select from; the CPU calls below compute for real
+        return torch.zeros_like(v) if v.device.type == "meta" else real(v, p, n)
+
+    monkeypatch.setattr(C, "_unit_corruption", spy)
+    a = C.random_corruption(60, 0.5, math.inf, 7, torch.Generator().manual_seed(3),
+                            dtype=torch.float64, device="meta")
+    assert seen == [torch.device("meta")] and a.device.type == "meta" and a.dtype == torch.float64
+    b = C.random_corruption(60, 0.5, math.inf, 7, torch.Generator().manual_seed(3), device="cpu")
+    c = C.random_corruption(60, 0.5, math.inf, 7, torch.Generator().manual_seed(3))
+    assert torch.equal(b, c) and seen[1:] == [torch.device("cpu")] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("p,n", [(math.inf, 100), (math.inf, 5000), (1, 5000), (2, 5000)])
+def test_random_corruption_on_cuda_matches_the_cpu(p: float, n: int) -> None:
+    """Same seed, same a on either device: bit-identical for p in {1, inf} (selection and
+    signs), to float64 rounding for finite p > 1 (the normaliser's summation order)."""
+    k = 5000
+    cpu = C.random_corruption(k, 0.3, p, n, torch.Generator().manual_seed(9), dtype=torch.float64)
+    gpu = C.random_corruption(k, 0.3, p, n, torch.Generator().manual_seed(9), dtype=torch.float64,
+                              device="cuda")
+    assert gpu.device.type == "cuda"
+    if math.isinf(p) or p == 1:
+        assert torch.equal(gpu.cpu(), cpu)
+    else:
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-14, atol=0)
+
+
 def test_random_corruption_is_isotropic() -> None:
     """p = 2, n = k: mean 0 and covariance (ε²/k) I, as for the uniform sphere."""
     k, eps, trials = 4, 2.0, 6000
