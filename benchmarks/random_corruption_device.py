@@ -22,6 +22,14 @@ Both draw the same ``r`` (one seed per repeat) and must return bit-identical vec
 ``L∞`` (exit status 1 otherwise). The paths take turns, each repeat synchronised with the
 device; the best and the median of ``--repeats`` are printed, and the ratio of the best times.
 The first call of each path (allocator and kernel warm-up) is not timed.
+
+``--sweep-images N`` (0: skip) then times whole sweeps: :func:`paramstress.sweep.corruption_sweep`
+of the same model (``resnet34_cifar``, seeded initial weights: the time does not depend on
+training) on the first ``N`` CIFAR-10 (JPEG copy) test images, ``--sweep-trials`` random rows
+at each of the corruption page's Fig. 3 ε (n = k) and Table 1's n = 100 ε, with ``prefetch``
+(the next row's draw in a background thread while the current row is evaluated) against
+without, twice each in alternating order; rows must be identical (exit status 1 otherwise).
+Data: ``paramstress.data.load("cifar10-jpeg")`` (the mirror or a download, as everywhere).
 """
 from __future__ import annotations
 
@@ -46,7 +54,11 @@ def main() -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--k", type=int, default=21_282_122)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sweep-images", type=int, default=0, help="test images per sweep row (0: no sweep timing)")
+    ap.add_argument("--sweep-trials", type=int, default=2)
     args = ap.parse_args()
+    if args.sweep_images < 0 or args.sweep_trials < 1:
+        sys.exit("--sweep-images must be >= 0 and --sweep-trials >= 1")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here; use --device cpu (both paths are then the same)")
@@ -83,7 +95,49 @@ def main() -> int:
             print(f"n = {n:>10,}  {name:<13} best {best[name]:.3f} s  median {statistics.median(v):.3f} s")
         print(f"n = {n:>10,}  device-solve / cpu-solve (best): {best['device-solve'] / best['cpu-solve']:.2f}")
     print("outputs bit-identical" if ok else "OUTPUTS DIFFER")
+    if args.sweep_images:
+        ok = _time_sweeps(device, args.sweep_images, args.sweep_trials) and ok
     return 0 if ok else 1
+
+
+def _time_sweeps(device: torch.device, images: int, trials: int) -> bool:
+    from paramstress import data, models
+    from paramstress import sweep as S
+
+    ds = data.load("cifar10-jpeg").subset(train=images, test=images, seed=0).to(device)
+    torch.manual_seed(0)
+    model = models.build_model("resnet34_cifar", 10, 3, 32).to(device).eval()
+    params = C.select_parameters(model)
+    k = C.subspace_size(params)
+    grad = torch.randn(k, generator=torch.Generator().manual_seed(1))  # the random rows only use g for aᵀg
+    fig3 = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
+    grids = [dict(eps_values=fig3, n_values=[None]), dict(eps_values=[1e-2, 1e-1, 1.0, 10.0, 100.0], n_values=[100])]
+    rows = sum(len(g["eps_values"]) for g in grids) * trials
+    print(f"sweeps: resnet34_cifar (k = {k:,}), {images} CIFAR-10 (JPEG) test images per row, "
+          f"{rows} random rows (Fig. 3's ε at n = k and Table 1's at n = 100, {trials} trials)")
+
+    def run(prefetch: bool) -> tuple[float, list]:
+        _sync(device)
+        t0 = time.perf_counter()
+        out = [S.corruption_sweep(model, params, grad, ds.test_x, ds.test_y, methods=["random"], trials=trials,
+                                  p=math.inf, seed=0, batch_size=1000, transform=ds.normalize,
+                                  prefetch=prefetch, **g) for g in grids]
+        _sync(device)
+        return time.perf_counter() - t0, out
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    tables: dict[bool, list] = {}
+    for order in ((True, False), (False, True)):
+        for prefetch in order:
+            seconds, tables[prefetch] = run(prefetch)
+            times[prefetch].append(seconds)
+    same = all(a.equals(b) for a, b in zip(tables[True], tables[False]))
+    for prefetch in (False, True):
+        label = "prefetch" if prefetch else "in turn"
+        print(f"sweep {label:<9} best {min(times[prefetch]):.2f} s  ({', '.join(f'{t:.2f}' for t in times[prefetch])})")
+    print(f"sweep prefetch / in turn (best): {min(times[True]) / min(times[False]):.2f}; rows "
+          + ("identical" if same else "DIFFER"))
+    return same
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ __all__ = [
     "solve_corruption",
     "gradient_corruption",
     "random_corruption",
+    "random_draw",
     "mean_loss_gradient",
     "indicator",
     "first_order_change",
@@ -439,8 +440,24 @@ def random_corruption(
     eps = _check_eps(eps)
     p = _check_p(p)
     n = _check_n(n, k)
+    return _corruption_from_draw(random_draw(k, generator), eps, p, n, dtype=dtype, device=device)
+
+
+def random_draw(k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The draw ``r ~ N(0, I_k)`` of :func:`random_corruption` (Eq. 5), float64, on the
+    generator's device (CPU by default). Separate so that a sweep can draw the next row's
+    ``r`` while the current row is evaluated (:func:`paramstress.sweep.corruption_sweep`)."""
+    k = _check_k(k)
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    r = torch.randn(k, generator=generator, dtype=torch.float64, device=gen_device)
+    return torch.randn(k, generator=generator, dtype=torch.float64, device=gen_device)
+
+
+def _corruption_from_draw(
+    r: torch.Tensor, eps: float, p: float, n: int, *, dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The rest of :func:`random_corruption` after :func:`random_draw` (arguments validated):
+    ``r`` moved to ``device``, then Eq. 10's formula with ``r`` in place of ``g``."""
     if device is not None:
         r = r.to(device)
     return (_unit_corruption(r, p, n) * eps).to(dtype)

@@ -401,6 +401,47 @@ _COLUMNS = ["method", "p", "n", "eps", "trial", "k", "seed", "accuracy", "loss",
             "indicator", "nonfinite", "base_accuracy", "base_loss", "delta_accuracy"]
 
 
+class _DrawAhead:
+    """Random corruption's draws ``C.random_draw(k, Generator().manual_seed(s))`` for the
+    seeds ``seeds`` in the order the sweep asks for them, each next one started in one
+    background thread when the previous is taken, so that the CPU draw overlaps the
+    evaluation of the row before (torch releases the GIL inside ``randn``). A seed asked out
+    of order (rows skipped on resume) is drawn at once and the look-ahead moves on from it;
+    the values never depend on the order. ``enabled=False``: every draw at once, in turn."""
+
+    def __init__(self, k: int, seeds: Sequence[int], *, enabled: bool = True):
+        self.k = k
+        self.after = {s: seeds[i + 1] for i, s in enumerate(seeds[:-1])}
+        self.enabled = enabled
+        self.pool: Any = None
+        self.ahead: tuple[int, Any] | None = None
+
+    def _draw(self, row_seed: int) -> torch.Tensor:
+        return C.random_draw(self.k, torch.Generator().manual_seed(row_seed))
+
+    def get(self, row_seed: int) -> torch.Tensor:
+        if self.ahead is not None and self.ahead[0] == row_seed:
+            r = self.ahead[1].result()
+        else:
+            if self.ahead is not None:
+                self.ahead[1].cancel()
+            r = self._draw(row_seed)
+        self.ahead = None
+        nxt = self.after.get(row_seed)
+        if self.enabled and nxt is not None:
+            if self.pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paramstress-draw")
+            self.ahead = (nxt, self.pool.submit(self._draw, nxt))
+        return r
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool, self.ahead = None, None
+
+
 def corruption_sweep(
     model: nn.Module,
     params: C.ParamsLike,
@@ -420,6 +461,7 @@ def corruption_sweep(
     resume: bool = True,
     progress: bool = False,
     evaluator: Callable[[], Mapping[str, float]] | None = None,
+    prefetch: bool = True,
 ) -> pd.DataFrame:
     """Table 1 / Fig. 3 of Sun et al.: accuracy and loss of ``model`` on ``(x, y)``
     under gradient-based (Eq. 10) and random (Eq. 5) corruption of the subspace
@@ -440,6 +482,11 @@ def corruption_sweep(
     of the model as it is at that moment (e.g. ``{"log_ppl": ..., "loss": ...}``);
     every metric ``m`` it returns gets ``base_m`` and ``delta_m`` columns, and
     ``delta_loss`` is always there.
+
+    ``prefetch``: each random row's draw ``r`` (seeded, on the CPU, so a seed gives the same
+    corruption on any device; ~0.5 s for ResNet-34's 21 M parameters) is made in one
+    background thread while the previous row is evaluated. The rows are identical either way;
+    ``False`` draws in turn (for side-by-side timing, ``benchmarks/random_corruption_device.py``).
     """
     named = C.as_named_parameters(params)
     k = sum(prm.numel() for _, prm in named)
@@ -468,6 +515,8 @@ def corruption_sweep(
     if "loss" not in base:
         raise ValueError(f"the evaluator must return a 'loss' entry (the mean loss), got {sorted(base)}")
     unit_cache: dict[int, tuple[torch.Tensor, float]] = {}
+    draws = _DrawAhead(k, [derive_seed(seed, float(pt["eps"]), int(pt["n"]), int(pt["trial"]))
+                           for pt in points if pt["method"] == "random"], enabled=prefetch)
 
     def gradient_unit(n: int) -> tuple[torch.Tensor, float]:
         """Eq. 10 with ε = 1 and ‖top_n(g)‖_{p*} (Eq. 11 / ε), once per n."""
@@ -486,8 +535,8 @@ def corruption_sweep(
             first_order = eps * dual_norm
         else:
             row_seed = derive_seed(seed, eps, n, trial)
-            gen = torch.Generator().manual_seed(row_seed)
-            delta = C.random_corruption(k, eps, p, n, gen, dtype=torch.float64, device=device)
+            r = draws.get(row_seed)  # = C.random_draw(k, Generator().manual_seed(row_seed))
+            delta = C._corruption_from_draw(r, eps, p, n, dtype=torch.float64, device=device)
             first_order = float(torch.dot(delta, g64))
         with C.corrupted(named, delta):
             yield {"k": k, "seed": row_seed, "indicator": first_order}
@@ -498,8 +547,11 @@ def corruption_sweep(
         row.update({f"delta_{key}": m[key] - base[key] for key in base if key != "nonfinite"})
         return row
 
-    table = sweep(points, apply, measure, csv_path, resume=resume,
-                  keys=["method", "p", "n", "eps", "trial"], progress=progress, desc="corruption")
+    try:
+        table = sweep(points, apply, measure, csv_path, resume=resume,
+                      keys=["method", "p", "n", "eps", "trial"], progress=progress, desc="corruption")
+    finally:
+        draws.close()
     if table.empty:
         return table
     ordered = [c for c in _COLUMNS if c in table.columns]

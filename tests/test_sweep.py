@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -402,3 +403,63 @@ def test_corruption_sweep_restores_weights_when_evaluation_fails(trained: TinyNe
         S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, eps_values=[1.0], n_values=[4],
                            trials=2, batch_size=64, transform=data.normalize)
     assert _same_bits(before, _bits(trained))
+
+
+def _draw_threads(monkeypatch) -> list[str]:
+    names: list[str] = []
+    real = C.random_draw
+
+    def spy(k, generator=None):
+        names.append(threading.current_thread().name)
+        return real(k, generator)
+
+    monkeypatch.setattr(C, "random_draw", spy)
+    return names
+
+
+def test_corruption_sweep_draws_the_next_random_row_ahead(trained: TinyNet, data: ImageData, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """prefetch: every random draw after the first is made in the background thread, while
+    the row before is evaluated; the rows (CSV included) equal those drawn in turn, also on
+    resume, and no draw thread outlives the sweep."""
+    params, grad = _setup(trained, data)
+    kwargs = dict(eps_values=[1e-2, 0.5], n_values=[5, None], p=math.inf, trials=3, seed=3,
+                  batch_size=16, transform=data.normalize)
+    names = _draw_threads(monkeypatch)
+    ahead = S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, csv_path=tmp_path / "a.csv",
+                               **kwargs)
+    assert len(names) == 4 * 3 and names[0] == threading.main_thread().name
+    assert all(name.startswith("paramstress-draw") for name in names[1:])
+    names.clear()
+    in_turn = S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, csv_path=tmp_path / "b.csv",
+                                 prefetch=False, **kwargs)
+    assert names == [threading.main_thread().name] * 12
+    pd.testing.assert_frame_equal(ahead, in_turn)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    # resume with rows missing here and there: drawn out of turn, same rows
+    lines = (tmp_path / "a.csv").read_text().splitlines()
+    (tmp_path / "a.csv").write_text("\n".join(lines[0:1] + lines[2:5] + lines[7:]) + "\n")
+    resumed = S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, csv_path=tmp_path / "a.csv",
+                                 **kwargs)
+    pd.testing.assert_frame_equal(resumed, in_turn)
+    assert not [t for t in threading.enumerate() if t.name.startswith("paramstress-draw")]
+
+
+def test_corruption_sweep_stops_its_draw_thread_when_evaluation_fails(trained: TinyNet, data: ImageData) -> None:
+    params, grad = _setup(trained, data)
+    before = _bits(trained)
+    calls = {"n": 0}
+    original_forward = trained.forward
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("device lost")
+        return original_forward(x)
+
+    trained.forward = flaky  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="device lost"):
+        S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, eps_values=[1.0], n_values=[4],
+                           methods=["random"], trials=4, batch_size=64, transform=data.normalize)
+    assert _same_bits(before, _bits(trained))
+    assert not [t for t in threading.enumerate() if t.name.startswith("paramstress-draw")]
