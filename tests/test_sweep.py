@@ -386,23 +386,29 @@ def test_corruption_sweep_validates_before_any_forward_pass(trained: TinyNet, da
     assert trained.forward_calls == 0
 
 
-def test_corruption_sweep_restores_weights_when_evaluation_fails(trained: TinyNet, data: ImageData) -> None:
-    params, grad = _setup(trained, data)
-    before = _bits(trained)
+def _fail_on_forward(model: nn.Module, call: int) -> None:
+    """Make ``model``'s ``call``-th forward pass (counting from 1) raise "device lost"."""
     calls = {"n": 0}
-    original_forward = trained.forward
+    original_forward = model.forward
 
     def flaky(x):
         calls["n"] += 1
-        if calls["n"] == 3:  # inside the second corrupted evaluation
+        if calls["n"] == call:
             raise RuntimeError("device lost")
         return original_forward(x)
 
-    trained.forward = flaky  # type: ignore[method-assign]
+    model.forward = flaky  # type: ignore[method-assign]
+
+
+def test_corruption_sweep_restores_weights_when_evaluation_fails(trained: TinyNet, data: ImageData) -> None:
+    params, grad = _setup(trained, data)
+    before = _bits(trained)
+    _fail_on_forward(trained, 3)  # inside the second corrupted evaluation
     with pytest.raises(RuntimeError, match="device lost"):
         S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, eps_values=[1.0], n_values=[4],
                            trials=2, batch_size=64, transform=data.normalize)
     assert _same_bits(before, _bits(trained))
+    assert not [t for t in threading.enumerate() if t.name.startswith("paramstress-draw")]  # the draw ahead stopped
 
 
 def _draw_threads(monkeypatch) -> list[str]:
@@ -442,24 +448,4 @@ def test_corruption_sweep_draws_the_next_random_row_ahead(trained: TinyNet, data
     resumed = S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, csv_path=tmp_path / "a.csv",
                                  **kwargs)
     pd.testing.assert_frame_equal(resumed, in_turn)
-    assert not [t for t in threading.enumerate() if t.name.startswith("paramstress-draw")]
-
-
-def test_corruption_sweep_stops_its_draw_thread_when_evaluation_fails(trained: TinyNet, data: ImageData) -> None:
-    params, grad = _setup(trained, data)
-    before = _bits(trained)
-    calls = {"n": 0}
-    original_forward = trained.forward
-
-    def flaky(x):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("device lost")
-        return original_forward(x)
-
-    trained.forward = flaky  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="device lost"):
-        S.corruption_sweep(trained, params, grad, data.test_x, data.test_y, eps_values=[1.0], n_values=[4],
-                           methods=["random"], trials=4, batch_size=64, transform=data.normalize)
-    assert _same_bits(before, _bits(trained))
     assert not [t for t in threading.enumerate() if t.name.startswith("paramstress-draw")]
