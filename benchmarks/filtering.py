@@ -2,7 +2,7 @@
 
 Usage::
 
-    PARAMSTRESS_DATA_MIRROR=../shared/data python benchmarks/filtering.py [--quick] [--model resnet18]
+    PARAMSTRESS_DATA_MIRROR=../shared/data python benchmarks/filtering.py [--quick] [--model resnet18] [--device cuda]
 
 What is measured
 ----------------
@@ -48,6 +48,12 @@ The two paths take turns scope by scope, in an order rotated from one scope to t
 so that bursts of load from other processes hit both alike; ``--repeats`` > 1 keeps the
 fastest repeat of each scope. ``--threads`` fixes ``torch.set_num_threads``.
 
+``--device cuda``: the network, and the fast path's images, live on the GPU; the naive
+path's ``DataLoader`` yields CPU batches that its loop moves to the device (``xb.to(device)``,
+as such scripts do). Each point ends in a host-side count, so the timings include the
+device work. CUDA kernels may round differently from one batch size to another; the
+one-example tolerance covers that as on a CPU.
+
 Printed: points, the evaluations the fast path actually ran (after deduplication), the
 scopes it split, wall and CPU seconds of each path, points per second, the ratio, the
 per-scope ratios, and the machine's 1-minute load average (compare the paths only within
@@ -72,6 +78,7 @@ from paramstress import filtering as FL
 from paramstress.data import ImageData, load
 from paramstress.landscape import pick_layers
 from paramstress.models import build_model
+from paramstress.provenance import pick_device
 
 NAIVE_BATCH = 100
 
@@ -123,8 +130,10 @@ class NormalizedImages(Dataset):
 
 def naive_correct(model: nn.Module, loader: DataLoader) -> int:
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
         out = model(xb)  # autograd enabled, as in most research scripts
         correct += int(((out.argmax(dim=1) == yb) & torch.isfinite(out).all(dim=1)).sum())
     return correct
@@ -187,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each scope per path; the fastest counts")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (paramstress.provenance.pick_device)")
     args = ap.parse_args(argv)
+    device = pick_device(args.device)  # fails here, before any data or training, if CUDA is asked for but absent
     if args.threads:
         torch.set_num_threads(args.threads)
     images = args.images or (200 if args.quick else 500)
@@ -198,26 +209,33 @@ def main(argv: list[str] | None = None) -> int:
     test = data.subset(test=images, seed=args.seed)
     x, y = test.test_x, test.test_y
     batch_size = args.batch_size
-    model = build_model(args.model, 10, 1, 28, seed=args.seed)
+    model = build_model(args.model, 10, 1, 28, seed=args.seed).to(device)
     t0 = time.perf_counter()
-    brief_training(model, data, args.train_steps, args.seed)
+    brief_training(model, data.to(device), args.train_steps, args.seed)
     train_s = time.perf_counter() - t0
     scopes = [*pick_layers(model, n_layers), FL.GLOBAL]
+    x_cpu, y_cpu = x, y  # the naive path's per-sample dataset reads these (a DataLoader yields CPU batches)
+    x, y = x.to(device), y.to(device)  # the fast path's evaluation set, on the model's device
     xn = data.normalize(x)
     x_adv = A.fgsm(model, xn, y, args.eps, batch_size=batch_size)  # what the fast path crafts internally
-    clean_loader = DataLoader(NormalizedImages(x, y, data.mean, data.std), batch_size=NAIVE_BATCH, shuffle=False)
-    adv_loader = DataLoader(TensorDataset(x_adv, y), batch_size=NAIVE_BATCH, shuffle=False)
+    x_adv = x_adv.cpu()  # the naive path reads it like a precomputed file
+    clean_loader = DataLoader(NormalizedImages(x_cpu, y_cpu, data.mean, data.std), batch_size=NAIVE_BATCH,
+                              shuffle=False)
+    adv_loader = DataLoader(TensorDataset(x_adv, y_cpu), batch_size=NAIVE_BATCH, shuffle=False)
 
     # warm-up of both paths on a tiny grid (library initialisation charged to neither)
     fast_scope(model, scopes[-2], x[:20], y[:20], T=3, eps=args.eps, normalize=data.normalize, batch_size=40)
-    naive_scope(model, scopes[-2], DataLoader(NormalizedImages(x[:20], y[:20], data.mean, data.std), batch_size=20),
-                DataLoader(TensorDataset(x_adv[:20], y[:20]), batch_size=20), 3)
+    naive_scope(model, scopes[-2], DataLoader(NormalizedImages(x_cpu[:20], y_cpu[:20], data.mean, data.std),
+                                              batch_size=20),
+                DataLoader(TensorDataset(x_adv[:20], y_cpu[:20]), batch_size=20), 3)
 
     load_avg = f"; 1-min load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"model {args.model} (seed {args.seed}, {args.train_steps} Adam steps, {train_s:.1f} s, untimed); "
           f"MNIST test subset of {len(y):,} images, clean + FGSM ε = {args.eps:g} (normalised units)")
     print(f"scopes: {', '.join(scopes)}; filters h_a, h_b, h_c; T = {T}; fast batch {batch_size}, naive batch {NAIVE_BATCH}")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPUs {os.cpu_count()}{load_avg}", flush=True)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, device {where}, threads {torch.get_num_threads()}, CPUs {os.cpu_count()}"
+          f"{load_avg}", flush=True)
 
     saved = state_bits(model)
     paths = ["fast", "naive"]
