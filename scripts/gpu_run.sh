@@ -6,6 +6,8 @@
 #   scripts/gpu_run.sh COMMIT 0                 stage .devstage/data and .devcarry/data into data/, stop
 #   BENCH="benchmarks/workers.py --device cuda" scripts/gpu_run.sh COMMIT SECONDS NOTEBOOK...
 #                                               run a benchmark first, within the same SECONDS
+#                                               (several: BENCH="a.py --x; b.py --y"; with no
+#                                               NOTEBOOK, only the benchmarks run)
 #
 # What travels with the working tree (scripts/gpu_kit.sh prepares it on the sending machine):
 #   .whl/                    pure-Python wheels the machine lacks (papermill, ipykernel,
@@ -47,7 +49,7 @@ for carried in .devstage/data .devcarry/data; do
   fi
 done
 echo "in data/: $(ls data | grep -v README | tr '\n' ' ')"
-[ "$#" -eq 0 ] && exit 0
+[ "$#" -eq 0 ] && [ -z "${BENCH:-}" ] && exit 0  # staging only; BENCH with no NOTEBOOK runs just the benchmarks
 # checkpoints/ (the default) is ignored by git, so a warm machine keeps it between calls: a second
 # call resumes training from its per-epoch checkpoints and the sweeps from their cached rows
 
@@ -57,12 +59,17 @@ print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cud
   || { echo "imports failed"; exit 4; }
 
 status=0
-if [ -n "${BENCH:-}" ]; then  # e.g. BENCH="benchmarks/workers.py --device cuda --quick": timed first, same budget
+# e.g. BENCH="benchmarks/workers.py --device cuda --quick": timed first, same budget; several
+# benchmarks separated by ';' run one after another
+IFS=';' read -ra benches <<< "${BENCH:-}"
+for bench in "${benches[@]}"; do
+  [ -z "${bench// /}" ] && continue
   left=$(( budget - ($(date +%s) - start) ))
-  echo "== python3 $BENCH, at most ${left} s"
-  timeout -s INT -k 20 "$left" python3 $BENCH || echo "== benchmark rc=$?"
+  if [ "$left" -lt 30 ]; then echo "skipping benchmark $bench: ${left} s left"; continue; fi
+  echo "== python3 $bench, at most ${left} s"
+  timeout -s INT -k 20 "$left" python3 $bench || echo "== benchmark rc=$?"
   echo "== benchmark done after $(( $(date +%s) - start )) s"
-fi
+done
 for nb in "$@"; do
   left=$(( budget - ($(date +%s) - start) ))
   if [ "$left" -lt 30 ]; then echo "skipping $nb: ${left} s left"; status=5; continue; fi
