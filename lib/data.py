@@ -24,6 +24,9 @@ The ImageNet family (``paper`` profiles only; neither is in the offline mirror):
   validation images used as the test split. Read from ``tiny-imagenet-200.zip``
   (the public archive, MD5-verified, downloadable) or from the extracted folder
   ``tiny-imagenet-200/``; decoded once and cached as ``uint8`` tensors.
+  ``tiny-imagenet-80-20``: the same files, split as Pravin et al. (2023, §4.3) say they
+  split them: 80,000 training and 20,000 test images, both from the official training
+  images (:func:`per_class_split`, 100 of each class's 500 held out, seed 0).
 * ``imagenet-val``: the 50,000 ILSVRC2012 validation images for torchvision's
   pretrained ResNet-34 (Sun et al. 2021), resized to 256 (shorter side, bilinear)
   and centre-cropped to 224 as torchvision's reference evaluation does, with
@@ -621,7 +624,36 @@ def decode_tiny_imagenet(files: _Files) -> tuple[torch.Tensor, torch.Tensor, tor
     return tx, ty, vx, vy, wnids
 
 
-def _read_tiny_imagenet(spec: Spec, base: Path, files_md5: dict[str, str]) -> ImageData:
+#: The paper's Tiny ImageNet protocol (Pravin et al. 2023, §4.3: "80,000 training and 20,000
+#: test examples from the original training set"), the ``tiny-imagenet-80-20`` data set: this
+#: share of each class's training images is held out as the test split. The paper says neither
+#: how it drew them nor with which seed; here per class (400 / 100 of each class's 500), seeded.
+TINY_IMAGENET_PAPER_TEST_FRACTION = 0.2
+TINY_IMAGENET_PAPER_SPLIT_SEED = 0
+
+
+def per_class_split(labels: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices of ``labels`` into (train, test), holding out ``round(n_c × test_fraction)``
+    of each class's ``n_c`` examples, drawn by a seeded permutation per class (classes in
+    increasing order, one ``torch.Generator`` for all). Both index tensors are sorted, so the
+    images keep their original order (class, then file name, for Tiny ImageNet)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in torch.unique(labels.cpu()).tolist():
+        idx = (labels.cpu() == c).nonzero().flatten()
+        shuffled = idx[torch.randperm(len(idx), generator=g)]
+        k = int(round(len(idx) * test_fraction))
+        test.append(shuffled[:k])
+        train.append(shuffled[k:])
+    empty = torch.empty(0, dtype=torch.int64)
+    return (torch.cat(train).sort().values if train else empty), (torch.cat(test).sort().values if test else empty)
+
+
+def _tiny_imagenet_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str],
+                                                   dict[str, str]]:
+    """Tiny ImageNet's decoded tensors (cached in the data root), size-checked, and its files' MD5s."""
     source = _tiny_source(base)
     if source is None:
         raise DataNotFound(f"tiny-imagenet: neither {base / TINY_IMAGENET_ZIP} nor {base / TINY_IMAGENET_FOLDER}/ exists")
@@ -655,7 +687,26 @@ def _read_tiny_imagenet(spec: Spec, base: Path, files_md5: dict[str, str]) -> Im
             f"tiny-imagenet: expected {n_train:,}/{n_test:,} images of {n_classes} classes, found "
             f"{len(ty):,}/{len(vy):,} of {len(wnids)} in {source}; restore the complete archive"
         )
+    return tx, ty, vx, vy, list(wnids), dict(files)
+
+
+def _read_tiny_imagenet(spec: Spec, base: Path, files_md5: dict[str, str]) -> ImageData:
+    tx, ty, vx, vy, wnids, files = _tiny_imagenet_tensors(base)
     return _finish(spec, tx, ty, vx, vy, wnids, files)
+
+
+def _read_tiny_imagenet_80_20(spec: Spec, base: Path, files_md5: dict[str, str]) -> ImageData:
+    """``tiny-imagenet-80-20``: the paper's split of Tiny ImageNet's 100,000 training images into
+    80,000 / 20,000 (Pravin et al. 2023, §4.3; :func:`per_class_split`); the official validation
+    images are not used. The normalisation statistics are those of the 80,000. ``files`` adds a
+    ``split: ...`` entry whose value is the MD5 of the held-out indices, so the checksum names
+    the split as well as the archive."""
+    tx, ty, _, _, wnids, files = _tiny_imagenet_tensors(base)
+    frac, seed = TINY_IMAGENET_PAPER_TEST_FRACTION, TINY_IMAGENET_PAPER_SPLIT_SEED
+    train_idx, test_idx = per_class_split(ty, frac, seed)
+    files[f"split: {frac:g} of each class's training images as test, seed {seed}"] = md5_bytes(
+        test_idx.numpy().astype("<i8").tobytes())
+    return _finish(spec, tx[train_idx], ty[train_idx], tx[test_idx], ty[test_idx], wnids, files)
 
 
 def _verify_tiny_imagenet(spec: Spec, base: Path) -> None:
@@ -883,6 +934,18 @@ SPECS: dict[str, Spec] = {
         layout=(f"Expected {{root}}/{TINY_IMAGENET_ZIP} (MD5 {TINY_IMAGENET_MD5}) or the folder it "
                 f"extracts to, {{root}}/{TINY_IMAGENET_FOLDER}/ (wnids.txt, train/, val/)."),
         note="The official validation images (50 per class) are the test split; the unlabelled test images are unused.",
+    ),
+    "tiny-imagenet-80-20": Spec(
+        name="tiny-imagenet-80-20", folder=".", files={TINY_IMAGENET_ZIP: TINY_IMAGENET_MD5},
+        reader=_read_tiny_imagenet_80_20,
+        download=_download_tiny_imagenet,
+        public_source=f"{TINY_IMAGENET_URL} (Stanford CS231n; Le and Yang 2015)",
+        present=lambda spec, base: _tiny_source(base) is not None,
+        verifier=_verify_tiny_imagenet,
+        layout=(f"Expected {{root}}/{TINY_IMAGENET_ZIP} (MD5 {TINY_IMAGENET_MD5}) or the folder it "
+                f"extracts to, {{root}}/{TINY_IMAGENET_FOLDER}/ (wnids.txt, train/, val/)."),
+        note="Pravin et al. (2023)'s protocol: 80,000 / 20,000 of the 100,000 training images (per class "
+             "400 / 100, seed 0: the paper gives neither); the official validation images are unused.",
     ),
     "imagenet-val": Spec(
         name="imagenet-val", folder=IMAGENET_FOLDER, files={},

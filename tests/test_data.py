@@ -16,7 +16,7 @@ from paramstress import data
 def test_unknown_dataset_names_the_known_ones():
     with pytest.raises(data.UnknownDataset,
                        match="known: cifar10, cifar10-jpeg, fashion-mnist, imagenet-val, iwslt14-de-en, mnist, multi30k, "
-                             "ptb-conll, ptb-dependency, ptb-mikolov, ptb-treebank, tiny-imagenet"):
+                             "ptb-conll, ptb-dependency, ptb-mikolov, ptb-treebank, tiny-imagenet, tiny-imagenet-80-20"):
         data.load("mnistt")
 
 
@@ -243,6 +243,44 @@ def test_tiny_imagenet_from_extracted_folder(tiny, empty_root, monkeypatch):
         _image_bytes(_pixels(7, 64, 64)))
     changed = data.load("tiny-imagenet")
     assert changed.checksum != first and not torch.equal(changed.test_x[0], d.test_x[0])
+
+
+def test_per_class_split_holds_out_the_share_of_every_class():
+    labels = torch.arange(3).repeat_interleave(500)[torch.randperm(1500, generator=torch.Generator().manual_seed(5))]
+    train, test = data.per_class_split(labels, 0.2, seed=0)
+    assert len(train) == 1200 and len(test) == 300
+    assert torch.bincount(labels[test]).tolist() == [100, 100, 100]
+    assert torch.bincount(labels[train]).tolist() == [400, 400, 400]
+    assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(1500))  # disjoint, nothing lost
+    assert torch.equal(train, train.sort().values) and torch.equal(test, test.sort().values)
+    again = data.per_class_split(labels, 0.2, seed=0)
+    assert torch.equal(again[1], test)
+    assert not torch.equal(data.per_class_split(labels, 0.2, seed=1)[1], test)
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            data.per_class_split(labels, bad, seed=0)
+
+
+def test_tiny_imagenet_80_20_is_the_papers_split_of_the_training_images(tiny, empty_root, monkeypatch):
+    mirror, train, val = tiny
+    monkeypatch.setattr(data, "TINY_IMAGENET_PAPER_TEST_FRACTION", 0.5)  # the stand-in has 2 images per class
+    official = data.load("tiny-imagenet")
+    monkeypatch.setattr(data, "decode_tiny_imagenet", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    paper = data.load("tiny-imagenet-80-20")  # the same cached tensors, split differently
+    assert data.verify("tiny-imagenet-80-20") == f"mirror: {mirror}"
+    assert paper.name == "tiny-imagenet-80-20" and paper.classes == official.classes
+    assert paper.train_y.tolist() == [0, 1, 2] and paper.test_y.tolist() == [0, 1, 2]
+    train_idx, test_idx = data.per_class_split(official.train_y, 0.5, seed=0)
+    assert torch.equal(paper.train_x, official.train_x[train_idx]) and torch.equal(paper.test_x, official.train_x[test_idx])
+    # the official validation images are not used; the statistics are the training split's
+    assert not any(torch.equal(v, t) for v in official.test_x for t in paper.test_x)
+    assert paper.mean == data.channel_stats(official.train_x[train_idx])[0] != official.mean
+    split = [k for k in paper.files if k.startswith("split: ")]
+    assert split == ["split: 0.5 of each class's training images as test, seed 0"]
+    assert paper.files[split[0]] == data.md5_bytes(test_idx.numpy().astype("<i8").tobytes())
+    assert paper.checksum != official.checksum and paper.files[data.TINY_IMAGENET_ZIP] == data.TINY_IMAGENET_MD5
+    monkeypatch.setattr(data, "TINY_IMAGENET_PAPER_SPLIT_SEED", 1)
+    assert data.load("tiny-imagenet-80-20").checksum != paper.checksum
 
 
 def test_tiny_imagenet_checksum_and_size_checks(tiny, monkeypatch):
