@@ -885,6 +885,21 @@ def _imagenet_unavailable(root: Path) -> None:
     )
 
 
+def _tiny_imagenet_spec(name: str, reader: Callable[..., ImageData], note: str) -> Spec:
+    """The two Tiny ImageNet data sets read the same files; they differ in their split."""
+    return Spec(
+        name=name, folder=".", files={TINY_IMAGENET_ZIP: TINY_IMAGENET_MD5},
+        reader=reader,
+        download=_download_tiny_imagenet,
+        public_source=f"{TINY_IMAGENET_URL} (Stanford CS231n; Le and Yang 2015)",
+        present=lambda spec, base: _tiny_source(base) is not None,
+        verifier=_verify_tiny_imagenet,
+        layout=(f"Expected {{root}}/{TINY_IMAGENET_ZIP} (MD5 {TINY_IMAGENET_MD5}) or the folder it "
+                f"extracts to, {{root}}/{TINY_IMAGENET_FOLDER}/ (wnids.txt, train/, val/)."),
+        note=note,
+    )
+
+
 SPECS: dict[str, Spec] = {
     "mnist": Spec(
         name="mnist", folder="MNIST/raw",
@@ -924,29 +939,13 @@ SPECS: dict[str, Spec] = {
         note="CIFAR-10 after lossy JPEG re-encoding: same images and labels, not the same pixels "
              "as the official release; accuracies differ slightly from runs on the official files.",
     ),
-    "tiny-imagenet": Spec(
-        name="tiny-imagenet", folder=".", files={TINY_IMAGENET_ZIP: TINY_IMAGENET_MD5},
-        reader=_read_tiny_imagenet,
-        download=_download_tiny_imagenet,
-        public_source=f"{TINY_IMAGENET_URL} (Stanford CS231n; Le and Yang 2015)",
-        present=lambda spec, base: _tiny_source(base) is not None,
-        verifier=_verify_tiny_imagenet,
-        layout=(f"Expected {{root}}/{TINY_IMAGENET_ZIP} (MD5 {TINY_IMAGENET_MD5}) or the folder it "
-                f"extracts to, {{root}}/{TINY_IMAGENET_FOLDER}/ (wnids.txt, train/, val/)."),
-        note="The official validation images (50 per class) are the test split; the unlabelled test images are unused.",
-    ),
-    "tiny-imagenet-80-20": Spec(
-        name="tiny-imagenet-80-20", folder=".", files={TINY_IMAGENET_ZIP: TINY_IMAGENET_MD5},
-        reader=_read_tiny_imagenet_80_20,
-        download=_download_tiny_imagenet,
-        public_source=f"{TINY_IMAGENET_URL} (Stanford CS231n; Le and Yang 2015)",
-        present=lambda spec, base: _tiny_source(base) is not None,
-        verifier=_verify_tiny_imagenet,
-        layout=(f"Expected {{root}}/{TINY_IMAGENET_ZIP} (MD5 {TINY_IMAGENET_MD5}) or the folder it "
-                f"extracts to, {{root}}/{TINY_IMAGENET_FOLDER}/ (wnids.txt, train/, val/)."),
-        note="Pravin et al. (2023)'s protocol: 80,000 / 20,000 of the 100,000 training images (per class "
-             "400 / 100, seed 0: the paper gives neither); the official validation images are unused.",
-    ),
+    "tiny-imagenet": _tiny_imagenet_spec(
+        "tiny-imagenet", _read_tiny_imagenet,
+        "The official validation images (50 per class) are the test split; the unlabelled test images are unused."),
+    "tiny-imagenet-80-20": _tiny_imagenet_spec(
+        "tiny-imagenet-80-20", _read_tiny_imagenet_80_20,
+        "Pravin et al. (2023)'s protocol: 80,000 / 20,000 of the 100,000 training images (per class "
+        "400 / 100, seed 0: the paper gives neither); the official validation images are unused."),
     "imagenet-val": Spec(
         name="imagenet-val", folder=IMAGENET_FOLDER, files={},
         reader=_read_imagenet_val,
