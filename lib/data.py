@@ -639,10 +639,11 @@ def per_class_split(labels: torch.Tensor, test_fraction: float, seed: int) -> tu
     images keep their original order (class, then file name, for Tiny ImageNet)."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    labels = labels.cpu()  # once, not per class
     g = torch.Generator().manual_seed(seed)
     train, test = [], []
-    for c in torch.unique(labels.cpu()).tolist():
-        idx = (labels.cpu() == c).nonzero().flatten()
+    for c in torch.unique(labels).tolist():
+        idx = (labels == c).nonzero().flatten()
         shuffled = idx[torch.randperm(len(idx), generator=g)]
         k = int(round(len(idx) * test_fraction))
         test.append(shuffled[:k])
