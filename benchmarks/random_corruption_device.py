@@ -42,6 +42,7 @@ import time
 import torch
 
 from paramstress import corruption as C
+from paramstress.provenance import pick_device
 
 
 def _sync(device: torch.device) -> None:
@@ -51,7 +52,9 @@ def _sync(device: torch.device) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="auto",
+                    help="auto (default: cuda when available), cuda or cpu (paramstress.provenance.pick_device; "
+                         "on a CPU both paths are the same)")
     ap.add_argument("--k", type=int, default=21_282_122)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sweep-images", type=int, default=0, help="test images per sweep row (0: no sweep timing)")
@@ -59,9 +62,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.sweep_images < 0 or args.sweep_trials < 1:
         sys.exit("--sweep-images must be >= 0 and --sweep-trials >= 1")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device here; use --device cpu (both paths are then the same)")
+    device = pick_device(args.device)  # fails here, before any work, if CUDA is asked for but absent
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"k = {args.k:,}, torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
 
