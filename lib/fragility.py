@@ -4,10 +4,20 @@ Defs. 4-6, §4.1.2 Eq. 10, §4.1.3 Eq. 13, §4.2 Eqs. 14-16, §4.3 "Collection o
 From the rows of :func:`paramstress.filtering.filter_sweep` (one per scope × filter ×
 threshold index ``t``):
 
-- the filtering response (§4.2, Eq. 13's ``Ŝ``): the accuracy at each threshold divided
-  by the *unfiltered* model's accuracy on the same inputs (clean for ``S_clean``,
-  adversarial for ``S_adv``), as the paper's text says; ``reference="first"`` divides
-  by the accuracy at the first threshold instead, as the official code does;
+- the filtering response (§4.2, Eq. 13's ``Ŝ``), with the reference each accuracy is
+  divided by a named choice (:data:`REFERENCES`; the paper's results and its text do not
+  agree on it, see the book's *method choices* page):
+
+  - ``"own"`` (alias ``"unperturbed"``, the default): the *unfiltered* model's accuracy
+    on the same inputs (clean for ``S_clean``, adversarial for ``S_adv``), as the
+    paper's text (§4.1.3) says;
+  - ``"clean"``: the unfiltered model's *clean* accuracy for both responses, so ``S_adv``
+    starts at the attack's accuracy ratio instead of 1;
+  - ``"chance"``: chance-corrected, ``(acc − c)/(ref − c)`` with ``ref`` the own
+    unfiltered accuracy and ``c`` the chance accuracy: a fully broken network scores 0 on
+    both inputs, as the baseline does, instead of ``c/ref`` (which is larger for the
+    adversarial response, whose ``ref`` is smaller);
+  - ``"first"``: the accuracy at the first threshold, as the official code does;
 - the baseline (Eq. 10): ``B_t = 1 − removed_t / N`` with the exact count of nonzero
   weights removed (computed by the sweep);
 - the combined response (Eq. 13): the mean of the three filters' responses at each
@@ -29,6 +39,7 @@ threshold index ``t``):
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +62,11 @@ __all__ = [
     "classify",
     "label_scores",
     "tag_columns",
+    "REFERENCES",
+    "removable_layers",
+    "label_counts",
+    "reference_grid",
+    "sign_pattern",
 ]
 
 LABELS: tuple[str, ...] = ("fragile", "robust", "antifragile")
@@ -58,7 +74,23 @@ LABELS: tuple[str, ...] = ("fragile", "robust", "antifragile")
 MARKS: dict[str, str] = {"fragile": "Fr", "robust": "Ro", "antifragile": "Af"}
 SCORES: tuple[str, ...] = ("phi_clean", "phi_adv", "delta_phi")
 COMBINED = "combined"
-REFERENCES = ("unperturbed", "first")
+#: The references a response may be divided by (see the module docstring); ``"unperturbed"``
+#: is the earlier name of ``"own"`` and means the same.
+REFERENCES: tuple[str, ...] = ("own", "clean", "chance", "first", "unperturbed")
+#: The label of a layer whose whole removal costs (almost) nothing (:func:`removable_layers`).
+REMOVABLE = "removable"
+
+
+def _check_reference(reference: Any, chance: Any) -> None:
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    if reference == "chance":
+        if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not math.isfinite(chance) \
+                or not 0 <= chance < 100:
+            raise ValueError(f"reference='chance' needs chance=, the chance accuracy in % (100 / classes), "
+                             f"got {chance!r}")
+    elif chance is not None:
+        raise ValueError(f"chance= is only used with reference='chance' (got reference={reference!r})")
 
 
 def baseline(removed: Any, n: Any) -> np.ndarray:
@@ -113,19 +145,22 @@ def tag_columns(frame: pd.DataFrame) -> list[str]:
     return tags + [c for c in CURVE_SETTINGS if c in frame.columns]
 
 
-def responses(frame: pd.DataFrame, *, reference: str = "unperturbed", combine: bool = True) -> pd.DataFrame:
+def responses(frame: pd.DataFrame, *, reference: str = "own", chance: float | None = None,
+              combine: bool = True) -> pd.DataFrame:
     """The filtering responses of a :func:`~paramstress.filtering.filter_sweep` frame.
 
-    Adds ``S_clean`` and ``S_adv`` (accuracy relative to ``reference``: the unfiltered
-    model, or the first threshold) to every row and, with ``combine``, rows with
+    Adds ``S_clean`` and ``S_adv`` (accuracy relative to ``reference``, one of
+    :data:`REFERENCES`: the own unfiltered accuracy, the clean unfiltered accuracy for
+    both, chance-corrected with ``chance`` the chance accuracy in %, or the first
+    threshold) to every row and, with ``combine``, rows with
     ``filter = "combined"`` (Eq. 13) for every curve that has all three filters. Each
     curve (tags, settings, layer, filter) must have every ``t`` in ``0…T−1`` exactly
     once. Where the reference accuracy is 0 (e.g. an early snapshot that the attack
     breaks completely; Def. 8 is only enforced where ε is chosen) the response is
-    undefined: NaN, and so are the scores of that curve.
+    undefined: NaN, and so are the scores of that curve (with ``"chance"``: where the
+    reference is not above chance).
     """
-    if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    _check_reference(reference, chance)
     need = {"layer", "filter", "t", "T", "lam", "baseline", "clean_accuracy", "adv_accuracy",
             "clean_reference", "adv_reference"}
     missing = sorted(need - set(frame.columns))
@@ -144,8 +179,13 @@ def responses(frame: pd.DataFrame, *, reference: str = "unperturbed", combine: b
                              "finish or re-run its sweep")
     for kind in ("clean", "adv"):
         acc = out[f"{kind}_accuracy"].astype(float)
-        if reference == "unperturbed":
+        if reference in ("own", "unperturbed"):
             ref = out[f"{kind}_reference"].astype(float)
+        elif reference == "clean":
+            ref = out["clean_reference"].astype(float)
+        elif reference == "chance":
+            acc = acc - float(chance)
+            ref = out[f"{kind}_reference"].astype(float) - float(chance)
         else:
             at_first = acc.where(out["t"].astype(int) == 0)
             ref = at_first.groupby([out[k] for k in keys], sort=False, dropna=False).transform("max")
@@ -177,10 +217,12 @@ def responses(frame: pd.DataFrame, *, reference: str = "unperturbed", combine: b
     return out
 
 
-def scores(frame: pd.DataFrame, *, reference: str = "unperturbed") -> pd.DataFrame:
+def scores(frame: pd.DataFrame, *, reference: str = "own", chance: float | None = None) -> pd.DataFrame:
     """φ_clean, φ_adv and Δφ (Eqs. 14-16) per curve (tags, layer, filter incl.
-    ``combined``), from a filter-sweep frame or its :func:`responses`."""
-    resp = frame if {"S_clean", "S_adv"} <= set(frame.columns) else responses(frame, reference=reference)
+    ``combined``), from a filter-sweep frame (its responses taken with ``reference`` and
+    ``chance``, see :func:`responses`) or its :func:`responses`."""
+    resp = frame if {"S_clean", "S_adv"} <= set(frame.columns) else responses(frame, reference=reference,
+                                                                               chance=chance)
     tags = tag_columns(resp)
     rows = []
     for group, part in resp.groupby([*tags, "layer", "filter"], sort=False, dropna=False):
@@ -255,3 +297,159 @@ def label_scores(table: pd.DataFrame, tolerance: float, columns: Sequence[str] =
         out[f"{c}_label"] = classify(out[c].to_numpy(float), tolerance)
         out[f"{c}_mark"] = out[f"{c}_label"].map(lambda s: MARKS.get(s, ""))
     return out
+
+
+def removable_layers(frame: pd.DataFrame, *, tolerance: float = 1.0) -> pd.DataFrame:
+    """The local scopes whose *whole* removal costs (almost) nothing on clean inputs.
+
+    For such a layer (in a residual network: a block whose convolutions are carried past by
+    the skip connection and the batch-norm constant, Eq. 17) every filter leaves the
+    accuracy near its unfiltered value while the baseline (Eq. 10) falls to 0, so φ
+    saturates near its maximum and "antifragile" means "removable". From a
+    :func:`~paramstress.filtering.filter_sweep` frame: per curve (tags, layer), the rows
+    where every nonzero weight of the layer is removed (``removed == nonzero``; e.g. the
+    high-pass filter's last threshold); the layer is removable when the lowest clean
+    accuracy among them is at most ``tolerance`` points (accuracy units of the frame) below
+    the unfiltered clean accuracy. The global scope is never removable. Returns one row per
+    curve: tags, ``layer``, ``full_removal_clean`` and ``full_removal_adv`` (the lowest
+    accuracies with the layer removed), ``clean_reference``, ``cost`` (clean points lost)
+    and ``removable``; a curve without a full-removal row gets ``removable = False`` and NaN
+    accuracies."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite number of accuracy points >= 0, got {tolerance!r}")
+    need = {"layer", "removed", "nonzero", "clean_accuracy", "adv_accuracy", "clean_reference"}
+    missing = sorted(need - set(frame.columns))
+    if missing:
+        raise ValueError(f"the frame lacks columns {missing}: pass the output of filtering.filter_sweep")
+    tags = tag_columns(frame)
+    keys = [*tags, "layer"]
+    rows = []
+    for group, part in frame.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(keys, group))
+        full = part[part["removed"].astype(float) >= part["nonzero"].astype(float)]
+        ref = float(part["clean_reference"].iloc[0])
+        clean = float(full["clean_accuracy"].min()) if len(full) else math.nan
+        adv = float(full["adv_accuracy"].min()) if len(full) else math.nan
+        cost = ref - clean
+        row.update(full_removal_clean=clean, full_removal_adv=adv, clean_reference=ref, cost=cost,
+                   removable=bool(row["layer"] != FL.GLOBAL and math.isfinite(cost) and cost <= tolerance))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def label_counts(table: pd.DataFrame, *, by: Sequence[str] = (), columns: Sequence[str] = SCORES,
+                 removable: str | None = "removable") -> pd.DataFrame:
+    """How many curves carry each label, per group of ``by`` and score column, with the
+    removable layers (the boolean column ``removable`` of the table, e.g. merged from
+    :func:`removable_layers`) counted apart as :data:`REMOVABLE` instead of under their
+    label (their "antifragile" means "removable"). ``removable=None``: no such column.
+    Columns: the ``by`` keys, ``score``, one per label of :data:`LABELS`, ``removable``,
+    ``unscored`` (NaN scores) and ``n``."""
+    by = list(by)
+    need = [*by, *[f"{c}_label" for c in columns], *([removable] if removable else [])]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the table: label it with label_scores() "
+                         f"{'and merge removable_layers() ' if removable in missing else ''}first")
+    rows = []
+    groups = table.groupby(by, sort=False, dropna=False) if by else [((), table)]
+    for group, part in groups:
+        group = group if isinstance(group, tuple) else (group,)
+        aside = part[removable].astype(bool) if removable else pd.Series(False, index=part.index)
+        for c in columns:
+            labels = part.loc[~aside, f"{c}_label"]
+            row = {**dict(zip(by, group)), "score": c, **{l: int((labels == l).sum()) for l in LABELS},
+                   REMOVABLE: int(aside.sum()), "unscored": int((labels == "").sum()), "n": len(part)}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reference_grid(frame: pd.DataFrame, *, references: Sequence[str] = ("own", "clean", "chance"),
+                   chance: Any = None, tolerance: float = 0.05, removable_tolerance: float = 1.0,
+                   filter: str = COMBINED) -> pd.DataFrame:
+    """The scores of one filter (default: the combined response, Eq. 13) of a filter-sweep
+    frame under each response reference of ``references``, stacked with a ``reference``
+    column, labelled at ``tolerance`` (:func:`label_scores`) and with the ``removable``
+    flag of :func:`removable_layers` merged in. ``chance``: the chance accuracy in % (a
+    number, or a mapping from the frame's ``dataset`` values to theirs), needed when
+    ``"chance"`` is among the references. Every reference is checked before any score is
+    computed. Frames of several adversarial modes (the ``adversarial`` column) are scored
+    per mode, since that column is a curve setting."""
+    references = list(references)
+    if not references:
+        raise ValueError("name at least one reference")
+    by_dataset = isinstance(chance, dict)
+    if "chance" in references:
+        if by_dataset:
+            if "dataset" not in frame.columns:
+                raise ValueError("chance is a mapping by data set but the frame has no `dataset` column")
+            lacking = sorted(set(frame["dataset"]) - set(chance))
+            if lacking:
+                raise ValueError(f"chance has no value for data sets {lacking}: give 100 / classes for each")
+            for v in chance.values():
+                _check_reference("chance", v)
+        else:
+            _check_reference("chance", chance)
+    for r in references:
+        if r != "chance":
+            _check_reference(r, None)
+    removable = removable_layers(frame, tolerance=removable_tolerance)
+    parts = []
+    for r in references:
+        if r == "chance" and by_dataset:
+            table = pd.concat([scores(part, reference=r, chance=float(chance[d]))
+                               for d, part in frame.groupby("dataset", sort=False)], ignore_index=True)
+        else:
+            table = scores(frame, reference=r, chance=float(chance) if r == "chance" else None)
+        table = table[table["filter"] == filter]
+        parts.append(table.assign(reference=r))
+    out = pd.concat(parts, ignore_index=True)
+    keys = [c for c in removable.columns if c in out.columns and c not in ("clean_reference",)]
+    out = out.merge(removable[[*keys, "removable", "cost"]], on=keys, how="left")
+    out["removable"] = out["removable"].fillna(False).astype(bool)
+    return label_scores(out, tolerance)
+
+
+def sign_pattern(grid: pd.DataFrame, *, mnist: str = "mnist", cifar: str = "cifar10-jpeg",
+                 by: Sequence[str] = ("adversarial", "reference")) -> pd.DataFrame:
+    """Pravin et al.'s sign pattern of Δφ (§5: "Δφ < 0 for MNIST, suggesting that the clean
+    dataset response is consistently greater than the adversarial", CIFAR-10 and Tiny
+    ImageNet "comparable"), checked on the *global* scores of a :func:`reference_grid`
+    for each combination of ``by``:
+
+    - ``mnist_negative``: snapshots (epoch × seed) of the network on ``mnist`` whose global
+      Δφ is below 0, of ``mnist_n``;
+    - ``cifar_closer``: at the last epoch, the mean |global Δφ| over seeds on ``cifar`` is
+      smaller than on ``mnist`` (NaN when either is missing);
+    - ``mnist_local_negative``: the share of MNIST's non-removable local scopes at the
+      last epoch with Δφ below 0;
+    - ``reproduces``: every MNIST snapshot negative and ``cifar_closer`` true (a count over
+      snapshots of one training run, not a statistical test: the runs are too few for one).
+    """
+    by = list(by)
+    need = {*by, "dataset", "layer", "epoch", "delta_phi", "removable"}
+    missing = sorted(need - set(grid.columns))
+    if missing:
+        raise ValueError(f"the grid lacks columns {missing}: pass the output of reference_grid()")
+    rows = []
+    for group, part in grid.groupby(by, sort=False, dropna=False):
+        group = group if isinstance(group, tuple) else (group,)
+        glob = part[part["layer"] == FL.GLOBAL]
+        m = glob[glob["dataset"] == mnist]
+        c = glob[glob["dataset"] == cifar]
+        m_neg = int((m["delta_phi"] < 0).sum())
+        last = part["epoch"].max()
+        m_last = m[m["epoch"] == last]["delta_phi"].abs().mean()
+        c_last = c[c["epoch"] == c["epoch"].max()]["delta_phi"].abs().mean() if len(c) else math.nan
+        closer = bool(c_last < m_last) if np.isfinite(m_last) and np.isfinite(c_last) else math.nan
+        local = part[(part["dataset"] == mnist) & (part["layer"] != FL.GLOBAL) & (part["epoch"] == last)
+                     & ~part["removable"].astype(bool)]
+        rows.append({**dict(zip(by, group)), "mnist_negative": m_neg, "mnist_n": len(m),
+                     "mnist_last_delta_phi": float(m[m["epoch"] == last]["delta_phi"].mean()) if len(m) else math.nan,
+                     "cifar_last_delta_phi": float(c[c["epoch"] == c["epoch"].max()]["delta_phi"].mean())
+                     if len(c) else math.nan,
+                     "cifar_closer": closer,
+                     "mnist_local_negative": float((local["delta_phi"] < 0).mean()) if len(local) else math.nan,
+                     "reproduces": bool(len(m) > 0 and m_neg == len(m) and closer is True)})
+    return pd.DataFrame(rows)

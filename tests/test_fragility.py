@@ -139,3 +139,102 @@ def test_two_adversarial_modes_of_one_layer_are_two_curves():
     s = FR.scores(pd.concat([fixed, regen], ignore_index=True)).set_index("adversarial")
     assert s.loc["fixed", "phi_adv"] == pytest.approx(0.0, abs=1e-15)
     assert s.loc["regenerate", "phi_adv"] == pytest.approx(FR.area(0.5 * (1 - LAM) - (1 - LAM)))
+
+
+def test_references_own_clean_and_chance_on_hand_computed_curves():
+    # clean 80 → 80(1 − λ); adv 40 → 40(1 − λ) + 10λ (a floor of 10 = chance at full removal)
+    frame = curve("h_a", clean=lambda l: 80 * (1 - l), adv=lambda l: 40 * (1 - l) + 10 * l,
+                  removed=lambda l: 100 * l)
+    own = FR.responses(frame, reference="own", combine=False)
+    assert own["S_adv"].tolist() == pytest.approx(((40 * (1 - LAM) + 10 * LAM) / 40).tolist())
+    alias = FR.responses(frame, reference="unperturbed", combine=False)
+    assert alias["S_adv"].tolist() == own["S_adv"].tolist()
+    clean = FR.responses(frame, reference="clean", combine=False)
+    assert clean["S_clean"].tolist() == pytest.approx((1 - LAM).tolist())
+    assert clean["S_adv"].tolist() == pytest.approx(((40 * (1 - LAM) + 10 * LAM) / 80).tolist())
+    chance = FR.responses(frame, reference="chance", chance=10.0, combine=False)
+    # (80(1 − λ) − 10)/70 and (40(1 − λ) + 10λ − 10)/30 = 1 − λ
+    assert chance["S_clean"].tolist() == pytest.approx(((80 * (1 - LAM) - 10) / 70).tolist())
+    assert chance["S_adv"].tolist() == pytest.approx((1 - LAM).tolist())
+    # Δφ: own ∫ (1 − 3λ/4) − (1 − λ) = +1/8; clean ∫ (1/2 − 3λ/8) − (1 − λ) = −1/2 + 5/16 = −3/16;
+    # chance ∫ (1 − λ) − (70 − 80λ)/70 = ∫ λ/7 = +1/14
+    got = {r: FR.scores(frame, reference=r, chance=10.0 if r == "chance" else None)["delta_phi"].iloc[0]
+           for r in ("own", "clean", "chance")}
+    assert got["own"] == pytest.approx(1 / 8)
+    assert got["clean"] == pytest.approx(-3 / 16)
+    assert got["chance"] == pytest.approx(1 / 14)
+
+
+def test_reference_arguments_are_checked_first():
+    frame = curve("h_a", clean=lambda l: 80 + 0 * l, adv=lambda l: 40 + 0 * l, removed=lambda l: 100 * l)
+    with pytest.raises(ValueError, match="needs chance="):
+        FR.responses(frame, reference="chance")
+    with pytest.raises(ValueError, match="needs chance="):
+        FR.responses(frame, reference="chance", chance=100.0)
+    with pytest.raises(ValueError, match="only used with reference='chance'"):
+        FR.responses(frame, reference="own", chance=10.0)
+    with pytest.raises(ValueError, match="reference must be one of"):
+        FR.reference_grid(frame, references=["own", "oops"])
+
+
+def test_chance_reference_at_or_below_chance_is_undefined():
+    frame = curve("h_a", clean=lambda l: 80 + 0 * l, adv=lambda l: 10 + 0 * l, removed=lambda l: 100 * l,
+                  adv_ref=10.0)
+    resp = FR.responses(frame, reference="chance", chance=10.0, combine=False)
+    assert resp["S_adv"].isna().all() and resp["S_clean"].notna().all()
+
+
+def test_removable_layers_from_the_full_removal_rows():
+    keep = curve("h_a", clean=lambda l: 80 - 0.5 * l, adv=lambda l: 40 + 0 * l, removed=lambda l: 100 * l,
+                 layer="block")
+    kill = curve("h_a", clean=lambda l: 80 - 70 * l, adv=lambda l: 40 - 30 * l, removed=lambda l: 100 * l,
+                 layer="conv1")
+    partial = curve("h_a", clean=lambda l: 80 + 0 * l, adv=lambda l: 40 + 0 * l, removed=lambda l: 50 * l,
+                    layer="never_all")
+    glob = curve("h_a", clean=lambda l: 80 + 0 * l, adv=lambda l: 40 + 0 * l, removed=lambda l: 100 * l,
+                 layer="global")
+    table = FR.removable_layers(pd.concat([keep, kill, partial, glob], ignore_index=True), tolerance=1.0)
+    got = table.set_index("layer")
+    assert got.loc["block", "removable"] and got.loc["block", "cost"] == pytest.approx(0.5)
+    assert got.loc["block", "full_removal_clean"] == pytest.approx(79.5)
+    assert not got.loc["conv1", "removable"] and got.loc["conv1", "cost"] == pytest.approx(70.0)
+    assert not got.loc["never_all", "removable"] and np.isnan(got.loc["never_all", "cost"])
+    assert not got.loc["global", "removable"]
+    assert not FR.removable_layers(keep, tolerance=0.4)["removable"].iloc[0]
+    with pytest.raises(ValueError, match="tolerance"):
+        FR.removable_layers(keep, tolerance=-1)
+
+
+def _three_filters(layer, clean, adv, removed, **tags):
+    return pd.concat([curve(f, clean=clean, adv=adv, removed=removed, layer=layer, **tags)
+                      for f in ("h_a", "h_b", "h_c")], ignore_index=True)
+
+
+def test_reference_grid_label_counts_and_sign_pattern():
+    frames = []
+    for d, ref_adv in (("mnist", 40.0), ("cifar10-jpeg", 40.0)):
+        for e in (1, 2):
+            # global: clean 80(1 − λ), adv 40(1 − λ) + 10λ: Δφ own +1/8, clean −3/16, chance +1/14 (above)
+            frames.append(_three_filters("global", lambda l: 80 * (1 - l), lambda l: 40 * (1 - l) + 10 * l,
+                                         lambda l: 100 * l, dataset=d, epoch=e, seed=0))
+            frames.append(_three_filters("block", lambda l: 80 + 0 * l, lambda l: 40 + 0 * l, lambda l: 100 * l,
+                                         dataset=d, epoch=e, seed=0))
+    sweeps = pd.concat(frames, ignore_index=True)
+    grid = FR.reference_grid(sweeps, chance={"mnist": 10.0, "cifar10-jpeg": 10.0}, tolerance=0.05)
+    assert set(grid["reference"]) == {"own", "clean", "chance"} and set(grid["filter"]) == {"combined"}
+    glob = grid[grid.layer == "global"].groupby("reference")["delta_phi"].first()
+    assert glob["own"] == pytest.approx(1 / 8) and glob["clean"] == pytest.approx(-3 / 16)
+    assert glob["chance"] == pytest.approx(1 / 14)
+    assert grid[grid.layer == "block"]["removable"].all() and not grid[grid.layer == "global"]["removable"].any()
+    counts = FR.label_counts(grid[grid.reference == "own"], by=["dataset"], columns=["phi_clean"])
+    row = counts.set_index("dataset").loc["mnist"]
+    # the block's φ_clean = ∫ λ = 1/2 would be "antifragile": it is counted as removable instead
+    assert (row["antifragile"], row["removable"], row["fragile"], row["n"]) == (0, 2, 0, 4)
+    pattern = FR.sign_pattern(grid).set_index("reference")
+    assert pattern.loc["clean", "mnist_negative"] == 2 and pattern.loc["clean", "mnist_n"] == 2
+    assert pattern.loc["own", "mnist_negative"] == 0 and not pattern.loc["own", "reproduces"]
+    # equal |Δφ| on both data sets: CIFAR-10 is not closer to 0, so not even "clean" reproduces
+    assert pattern.loc["clean", "cifar_closer"] is False or not pattern.loc["clean", "cifar_closer"]
+    assert not pattern.loc["clean", "reproduces"]
+    with pytest.raises(ValueError, match="no value for data sets"):
+        FR.reference_grid(sweeps, chance={"mnist": 10.0})
