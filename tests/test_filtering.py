@@ -371,3 +371,20 @@ def test_window_bounds_are_rounded_once_and_reported():
     win = FL.window("h_c", 1, 7, -0.3, 0.7)
     assert win.alpha == float(torch.tensor(-0.3 + 1 / 6, dtype=torch.float64).float())
     assert math.isclose(win.upper - win.lower, 1 / 7, rel_tol=1e-6)
+
+
+def test_mode_cost_counts_the_fgsm_sets_and_leaves_the_model_as_it_was():
+    model = tiny()
+    saved = state_bits(model)
+    x, y = data()
+    cost = FL.mode_cost(model, x, y, scopes=["block.conv1"], eps=0.3, T=5, batch_size=16)
+    assert same_state(model, saved)
+    assert list(cost["adversarial"]) == ["fixed", "regenerate"]
+    fixed, regen = cost.set_index("adversarial").loc["fixed"], cost.set_index("adversarial").loc["regenerate"]
+    # the same filtered networks are evaluated in both modes; regenerating crafts one set per
+    # evaluated network plus the unfiltered network's, the fixed mode one in all
+    assert fixed["points"] == regen["points"] == 15 and fixed["evaluations"] == regen["evaluations"]
+    assert fixed["fgsm_sets"] == 1 and regen["fgsm_sets"] == regen["evaluations"] + 1
+    assert fixed["relative"] == 1.0 and (cost["seconds"] > 0).all()
+    with pytest.raises(ValueError, match="eps must be a positive"):
+        FL.mode_cost(model, x, y, scopes=["block.conv1"], eps=0.0)
