@@ -1,6 +1,6 @@
 # paramstress: one path from data to the rendered book.
 #   make book                   environment if missing, execute the notebooks published at
-#                               `local` in place (book/), build _build/html
+#                               `local` in place (book/), pinned as REPRO says, build _build/html
 #   make test                   unit tests + nbval regression of the CI-profile copies
 #   make run NB=quickstart PROFILE=gpu [OUT=dir]   one notebook at a profile (runs/<profile>/)
 #   make ci-notebooks           regenerate tests/notebooks/ (CI-profile executed copies)
@@ -39,8 +39,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: execute html
 
+# The published `local` pages are executed pinned like the nbval copies (REPRO below: one
+# intra-op thread per process, vector instructions capped at AVX2), so that a reader's
+# `make book` on any x86 machine computes the numbers the committed pages show.
 execute: env
-	$(BIN)/python -m paramstress.runner all --profile $(PROFILE) --published-only
+	$(REPRO) $(BIN)/python -m paramstress.runner all --profile $(PROFILE) --published-only
 
 html: env
 	$(BIN)/jupyter-book build . -W --builder html
