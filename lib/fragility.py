@@ -67,6 +67,8 @@ __all__ = [
     "label_counts",
     "reference_grid",
     "sign_pattern",
+    "fig6_frame",
+    "FILTER_NAMES",
 ]
 
 LABELS: tuple[str, ...] = ("fragile", "robust", "antifragile")
@@ -453,3 +455,38 @@ def sign_pattern(grid: pd.DataFrame, *, mnist: str = "mnist", cifar: str = "cifa
                      "mnist_local_negative": float((local["delta_phi"] < 0).mean()) if len(local) else math.nan,
                      "reproduces": bool(len(m) > 0 and m_neg == len(m) and closer is True)})
     return pd.DataFrame(rows)
+
+
+#: Display names of the filters in figures.
+FILTER_NAMES: dict[str, str] = {"h_a": "h_a high-pass", "h_b": "h_b low-pass", "h_c": "h_c pulse",
+                                COMBINED: "combined (Eq. 13)"}
+
+
+def fig6_frame(frame: pd.DataFrame, *, dataset: str, layer: str, references: Sequence[str] = ("own",),
+               chance: float | None = None) -> pd.DataFrame:
+    """The long frame of Pravin et al.'s Fig. 6 for one data set and layer of a
+    filter-sweep frame: the clean and adversarial responses of the three filters and their
+    combination (Eq. 13) at every threshold, averaged over seeds, under each reference of
+    ``references`` (``chance`` for ``"chance"``, see :func:`responses`). Columns: epoch,
+    filter (display name, :data:`FILTER_NAMES`), lam, baseline, ``panel`` ("clean, own",
+    "adversarial, chance", ...) and response."""
+    for c in ("dataset", "layer", "epoch"):
+        if c not in frame.columns:
+            raise ValueError(f"the frame has no `{c}` column: pass filter-sweep rows tagged with dataset and epoch")
+    part = frame[(frame["dataset"] == dataset) & (frame["layer"] == layer)]
+    if part.empty:
+        raise ValueError(f"no rows for data set {dataset!r} and layer {layer!r}; the frame has data sets "
+                         f"{sorted(frame['dataset'].unique())} and layers {list(dict.fromkeys(frame['layer']))[:8]}...")
+    out = []
+    for r in references:
+        resp = responses(part, reference=r, chance=chance if r == "chance" else None)
+        mean = resp.groupby(["epoch", "filter", "t"], sort=False).agg(
+            lam=("lam", "first"), baseline=("baseline", "mean"), clean=("S_clean", "mean"),
+            adversarial=("S_adv", "mean")).reset_index()
+        long = mean.melt(id_vars=["epoch", "filter", "t", "lam", "baseline"], value_vars=["clean", "adversarial"],
+                         var_name="input", value_name="response")
+        long["panel"] = long["input"] + ", " + r
+        out.append(long)
+    result = pd.concat(out, ignore_index=True)
+    result["filter"] = result["filter"].map(FILTER_NAMES)
+    return result

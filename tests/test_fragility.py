@@ -238,3 +238,19 @@ def test_reference_grid_label_counts_and_sign_pattern():
     assert not pattern.loc["clean", "reproduces"]
     with pytest.raises(ValueError, match="no value for data sets"):
         FR.reference_grid(sweeps, chance={"mnist": 10.0})
+
+
+def test_fig6_frame_averages_seeds_and_stacks_references():
+    parts = [_three_filters("conv1", lambda l, s=s: 80 * (1 - l) + s, lambda l: 40 * (1 - l) + 10 * l,
+                            lambda l: 100 * l, dataset="cifar10-jpeg", epoch=2, seed=s) for s in (0, 2)]
+    frame = pd.concat(parts, ignore_index=True)
+    long = FR.fig6_frame(frame, dataset="cifar10-jpeg", layer="conv1", references=["own", "chance"], chance=10.0)
+    assert set(long["panel"]) == {"clean, own", "adversarial, own", "clean, chance", "adversarial, chance"}
+    assert set(long["filter"]) == set(FR.FILTER_NAMES.values())
+    # seeds 0 and 2: clean 80(1 − λ) and 80(1 − λ) + 2 over the same reference 80 → mean (80(1 − λ) + 1)/80
+    own = long[(long.panel == "clean, own") & (long["filter"] == "h_a high-pass")].sort_values("lam")
+    assert own["response"].tolist() == pytest.approx(((80 * (1 - LAM) + 1) / 80).tolist())
+    adv = long[(long.panel == "adversarial, chance") & (long["filter"] == "h_a high-pass")].sort_values("lam")
+    assert adv["response"].tolist() == pytest.approx((1 - LAM).tolist())
+    with pytest.raises(ValueError, match="no rows for data set"):
+        FR.fig6_frame(frame, dataset="mnist", layer="conv1")
