@@ -20,7 +20,9 @@ This module holds what the Table 2 page computes beyond the library's sweep:
 - :func:`select_virtual`: the search rule for the virtual corruption's size;
 - :func:`summarize`, :func:`table2`: mean ± std over seeds and the paper's layout,
   with :func:`paper_table2` (the paper's CIFAR-10 columns) beside ours;
-- :func:`resistance_claim`: the paper's claim, tested ε by ε;
+- :func:`resistance_claim`: the paper's claim, tested ε by ε with a one-sided paired t-test
+  across seeds (:mod:`paramstress.stats`), and :func:`claim_verdict` /
+  :func:`claim_verdicts` / :func:`paper_claim_verdict`, the sentences the page prints;
 - :func:`task_table2`: the whole of Table 2 for one text task of
   :mod:`paramstress.tasks` (baseline, virtual-corruption search on the task's
   validation split, the chosen model and the baseline on the evaluation split),
@@ -44,12 +46,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import corruption as C
+from . import stats as S
 from .data import ImageData
 from .objectives import OBJECTIVE_LABELS, parse_p
 from .training import make_objective
@@ -67,6 +71,12 @@ __all__ = [
     "paper_table2",
     "PAPER_TABLE2",
     "resistance_claim",
+    "resistance_claims",
+    "claim_outcome",
+    "claim_table",
+    "claim_verdict",
+    "claim_verdicts",
+    "paper_claim_verdict",
     "TaskTable2",
     "task_table2",
 ]
@@ -325,23 +335,11 @@ def paper_table2(task: str = "CIFAR-10") -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the claim
-def resistance_claim(summary: pd.DataFrame, trainer: str, *, baseline: str = "baseline", min_drop: float = 10.0,
-                     max_clean_cost: float = 1.0, min_se: float = 2.0, trainer_col: str = "trainer",
-                     higher_is_better: bool = True, metric: str = "accuracy") -> pd.DataFrame:
-    """The paper's claim for ``trainer``, ε by ε: at an ε where the baseline loses at least
-    ``min_drop`` (mean over seeds, in the metric's units), does ``trainer`` improve the
-    corrupted score, at a clean cost of at most ``max_clean_cost``?
-
-    With ``higher_is_better=False`` (log perplexity) a loss is a rise and a gain a fall.
-    One row per such ε: ``baseline_drop`` (how much worse than clean), ``baseline`` and
-    ``<metric>`` (the trainer's score; means), ``gain`` (how much better the trainer is),
-    ``gain_se`` (standard error of the difference of the means, from the seeds' standard
-    deviations; NaN for one seed), ``clean_cost`` (how much worse the trainer's clean
-    score is than the baseline's), ``resolved`` (the gain exceeds ``min_se`` standard
-    errors; with one seed, where there is no standard error, any positive gain counts)
-    and ``holds`` (``gain > 0``, ``resolved`` and ``clean_cost ≤ max_clean_cost``).
-    Empty when the baseline never loses ``min_drop``.
-    """
+def _claim_from_summary(summary: pd.DataFrame, trainer: str, *, baseline: str, min_drop: float,
+                        max_clean_cost: float, min_se: float, trainer_col: str, higher_is_better: bool,
+                        metric: str) -> pd.DataFrame:
+    """The claim from seed means only (no pairing): the rule before the paired test, kept
+    for frames that hold only means (a page's ``summarize`` output, the paper's numbers)."""
     def pick(name: str) -> pd.DataFrame:
         part = summary[summary[trainer_col] == name]
         if part.empty:
@@ -371,6 +369,281 @@ def resistance_claim(summary: pd.DataFrame, trainer: str, *, baseline: str = "ba
     columns = ["trainer", "eps", "baseline_drop", "baseline", metric, "gain", "gain_se", "clean_cost",
                "resolved", "holds"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+#: Columns of :func:`resistance_claim` on per-seed results (``accuracy`` is the metric's name).
+CLAIM_COLUMNS = ["trainer", "eps", "n", "test", "baseline_drop", "baseline", "accuracy", "gain", "ci_low",
+                 "ci_high", "p_value", "p_adjusted", "clean_cost", "verdict", "holds"]
+
+#: The three outcomes of a tested ε (``verdict`` column).
+HOLDS, DOES_NOT_HOLD, NOT_TESTED = "holds", "does not hold", "not tested"
+
+
+def _per_seed(results: pd.DataFrame, name: str, trainer_col: str, metric: str) -> pd.DataFrame:
+    """One trainer's per-seed scores: rows seeds, columns ε (-1 = clean)."""
+    part = results[results[trainer_col] == name]
+    if part.empty:
+        raise ValueError(f"no rows for trainer {name!r}; trainers: {list(dict.fromkeys(results[trainer_col]))}")
+    part = part.assign(_eps=part["eps"].astype(float).fillna(-1.0))
+    dup = part.duplicated(["seed", "_eps"])
+    if dup.any():
+        first = part[dup].iloc[0]
+        raise ValueError(f"trainer {name!r} has more than one row for seed {first['seed']} at ε "
+                         f"{'clean' if first['_eps'] < 0 else first['_eps']}; give one row per (trainer, seed, ε)")
+    wide = part.pivot(index="seed", columns="_eps", values=metric).sort_index()
+    if -1.0 not in wide.columns:
+        raise ValueError(f"trainer {name!r} has no clean row (eps NaN); the clean cost needs it")
+    return wide.astype(float)
+
+
+def resistance_claim(results: pd.DataFrame, trainer: str, *, baseline: str = "baseline", min_drop: float = 10.0,
+                     max_clean_cost: float = 1.0, alpha_test: float = 0.05, adjust: str | None = "holm",
+                     min_se: float = 2.0, trainer_col: str = "trainer", higher_is_better: bool = True,
+                     metric: str = "accuracy") -> pd.DataFrame:
+    """The paper's claim for ``trainer``, ε by ε, tested across seeds: at an ε where the
+    baseline loses at least ``min_drop`` (metric units), is ``trainer`` better under that
+    corruption than the baseline trained with the same seed, at a clean cost of at most
+    ``max_clean_cost``?
+
+    ``results``: one row per (trainer, seed, ε) with columns ``trainer_col``, ``seed``,
+    ``eps`` (NaN = clean) and ``metric``, as the Table 2 page builds them. Seeds pair the
+    two trainers (same initialisation and batch order); both must have the same seeds.
+    With ``higher_is_better=False`` (log perplexity) a loss is a rise and a gain a fall.
+
+    One row per ε where the baseline's mean drop (clean − corrupted, over the seeds) is at
+    least ``min_drop``: ``n`` (seeds), ``test`` (its name), ``baseline_drop``, ``baseline``
+    and ``<metric>`` (means over seeds), ``gain`` (mean over seeds of trainer − baseline,
+    signed so that better is positive), ``ci_low``/``ci_high`` (the one-sided
+    ``1 − alpha_test`` interval of the gain, ``[low, ∞)``), ``p_value`` (one-sided paired
+    t-test, H1: mean gain > 0, :func:`paramstress.stats.paired_test`), ``p_adjusted``
+    (Holm's adjustment over this trainer's ε rows, :func:`paramstress.stats.holm`: the
+    claim "holds at some ε" is one family of tests; ``adjust=None`` keeps ``p_value``),
+    ``clean_cost`` (mean over seeds of baseline − trainer clean), ``verdict``
+    (``"holds"``, ``"does not hold"`` or ``"not tested"``) and ``holds`` (a bool: the
+    adjusted p is below ``alpha_test`` and ``clean_cost ≤ max_clean_cost``). With fewer than
+    2 seeds nothing is tested: ``verdict`` is ``"not tested"``, ``holds`` False, the
+    interval and p NaN. Empty when the baseline never loses ``min_drop``. The thresholds
+    travel with the frame (``attrs["claim"]``), for :func:`claim_verdict`.
+
+    A frame of seed means (:func:`summarize`'s output: ``mean``, ``seeds``, no ``seed``
+    column) cannot be paired; for it the rule before the paired test applies (``gain_se``:
+    standard error of the difference of the means; ``resolved``: the gain exceeds
+    ``min_se`` standard errors, any positive gain with one seed; ``holds``), with those
+    columns, so that pages holding only means keep working.
+    """
+    if "seed" not in results.columns and {"mean", "seeds"} <= set(results.columns):
+        return _claim_from_summary(results, trainer, baseline=baseline, min_drop=min_drop,
+                                   max_clean_cost=max_clean_cost, min_se=min_se, trainer_col=trainer_col,
+                                   higher_is_better=higher_is_better, metric=metric)
+    needed = [trainer_col, "seed", "eps", metric]
+    missing = [c for c in needed if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack columns {missing}; give the per-seed rows (trainer, seed, eps, {metric})")
+    if not 0 < alpha_test < 1:
+        raise ValueError(f"alpha_test must lie strictly between 0 and 1 (e.g. 0.05), got {alpha_test!r}")
+    if adjust not in (None, "holm"):
+        raise ValueError(f"adjust must be 'holm' or None, got {adjust!r}")
+    sign = 1.0 if higher_is_better else -1.0
+    base, other = _per_seed(results, baseline, trainer_col, metric), _per_seed(results, trainer, trainer_col, metric)
+    if list(base.index) != list(other.index):
+        raise ValueError(f"trainer {trainer!r} has seeds {list(other.index)}, the baseline {list(base.index)}: "
+                         "the paired test pairs them by seed; run both with the same seeds")
+    n = len(base)
+    cost_by_seed = sign * (base[-1.0] - other[-1.0])
+    cost = float(cost_by_seed.mean())
+    records = []
+    for eps in base.columns:
+        if eps < 0 or eps not in other.columns:
+            continue
+        b, o = base[eps], other[eps]
+        if b.isna().any() or o.isna().any():
+            raise ValueError(f"ε = {eps:g}: some seeds lack a {metric} for {baseline!r} or {trainer!r}; "
+                             "every seed needs a row at every ε")
+        drop = float((sign * (base[-1.0] - b)).mean())
+        if drop < min_drop:
+            continue
+        row = {"trainer": trainer, "eps": float(eps), "n": n, "baseline_drop": drop, "baseline": float(b.mean()),
+               metric: float(o.mean()), "gain": float((sign * (o - b)).mean()), "clean_cost": cost}
+        if n >= 2:
+            test = S.paired_test(sign * o.to_numpy(), sign * b.to_numpy(), confidence=1 - alpha_test,
+                                 alternative="greater")
+            row.update(test=test.test, ci_low=test.ci_low, ci_high=test.ci_high, p_value=test.p_value)
+        else:
+            row.update(test="none (fewer than 2 seeds)", ci_low=math.nan, ci_high=math.nan, p_value=math.nan)
+        records.append(row)
+    columns = [metric if c == "accuracy" else c for c in CLAIM_COLUMNS]
+    out = pd.DataFrame.from_records(records, columns=columns)
+    thresholds = {"min_drop": float(min_drop), "max_clean_cost": float(max_clean_cost),
+                  "alpha_test": float(alpha_test), "adjust": adjust, "metric": metric}
+    if out.empty:
+        out = out.astype({**{c: float for c in columns if c not in ("trainer", "test", "verdict", "holds", "n")},
+                          "n": int, "holds": bool})
+        out.attrs["claim"] = thresholds
+        return out
+    out["p_adjusted"] = S.holm(out["p_value"].to_numpy()) if adjust == "holm" else out["p_value"]
+    tested = out["p_adjusted"].notna()
+    out["holds"] = tested & (out["p_adjusted"] < alpha_test) & (out["clean_cost"] <= max_clean_cost)
+    out["verdict"] = [NOT_TESTED if not t else (HOLDS if h else DOES_NOT_HOLD)
+                      for t, h in zip(tested, out["holds"])]
+    out = out[columns]
+    out.attrs["claim"] = thresholds
+    return out
+
+
+def resistance_claims(results: pd.DataFrame, trainers: Sequence[str], **kwargs: Any) -> pd.DataFrame:
+    """:func:`resistance_claim` for several trainers, one frame (Holm's adjustment per trainer)."""
+    if not trainers:
+        raise ValueError("trainers is empty: name the trainers to check against the baseline")
+    frames = [resistance_claim(results, t, **kwargs) for t in trainers]
+    full = [f for f in frames if len(f)]
+    out = pd.concat(full, ignore_index=True) if full else frames[0]
+    out.attrs = dict(frames[0].attrs)
+    return out
+
+
+def _thresholds(claims: pd.DataFrame) -> dict[str, Any]:
+    """The thresholds ``claims`` were built with (:func:`resistance_claim` stores them)."""
+    found = claims.attrs.get("claim")
+    if not found:
+        raise ValueError("claims carry no thresholds (attrs['claim']); build them with resistance_claim / "
+                         "resistance_claims on per-seed results")
+    return found
+
+
+def claim_outcome(claims: pd.DataFrame, trainer: str) -> str:
+    """One trainer's verdict over its ε rows: ``"holds"`` (at some ε), ``"not tested"`` (too
+    few seeds), ``"does not hold"``, or ``"not checked"`` (the baseline never lost enough)."""
+    part = claims[claims["trainer"] == trainer]
+    if part.empty:
+        return "not checked"
+    if part["holds"].any():
+        return HOLDS
+    if (part["verdict"] == NOT_TESTED).all():
+        return NOT_TESTED
+    return DOES_NOT_HOLD
+
+
+def claim_table(claims: pd.DataFrame, *, labels: Mapping[str, str] | None = None, metric: str = "accuracy",
+                decimals: int = 2) -> pd.DataFrame:
+    """:func:`resistance_claim`'s rows for display: trainer labels and ε as the index, the
+    columns named as printed (``n``, ``test``, ``baseline drop``, ``baseline mean``,
+    ``trainer mean``, ``mean gain``, ``CI low``/``CI high``,
+    ``p``, ``p (Holm)``, ``clean cost``, ``verdict``), numbers rounded."""
+    labels = {**TRAINER_LABELS, **dict(labels or {})}
+    out = claims.assign(trainer=claims["trainer"].map(lambda k: labels.get(k, k)),
+                        eps=claims["eps"].map(lambda e: f"{e:g}"))
+    out = out.drop(columns=["holds"]).rename(columns={
+        "baseline_drop": "baseline drop", "baseline": "baseline mean", metric: "trainer mean", "gain": "mean gain",
+        "ci_low": "CI low", "ci_high": "CI high", "p_value": "p", "p_adjusted": "p (Holm)",
+        "clean_cost": "clean cost"})
+    numeric = ["baseline drop", "baseline mean", "trainer mean", "mean gain", "CI low", "CI high", "clean cost"]
+    out[numeric] = out[numeric].astype(float).round(decimals)
+    out[["p", "p (Holm)"]] = out[["p", "p (Holm)"]].astype(float).round(4)
+    return out.set_index(["trainer", "eps"])
+
+
+def _eps_set(values: Sequence[float]) -> str:
+    return "{" + ", ".join(f"{float(e):g}" for e in values) + "}"
+
+
+def claim_verdict(claims: pd.DataFrame, trainer: str, *, label: str | None = None, units: str = "points",
+                  percent: bool = True, decimals: int = 2) -> str:
+    """One trainer's verdict as a Markdown bullet, from :func:`resistance_claim`'s rows: the
+    outcome (:func:`claim_outcome`), the ε it rests on (where it holds: the largest gain
+    among those ε; otherwise the ε with the smallest adjusted p), the test, ``n``, the mean
+    gain with its interval, ``p`` (and Holm's), the clean cost, and why it fails where it
+    does, with the thresholds ``claims`` were built with. Levels are printed with ``%`` when
+    ``percent``."""
+    t = _thresholds(claims)
+    min_drop, max_clean_cost, alpha_test, metric = t["min_drop"], t["max_clean_cost"], t["alpha_test"], t["metric"]
+    name = label or TRAINER_LABELS.get(trainer, trainer)
+    part = claims[claims["trainer"] == trainer]
+    pct = "%" if percent else ""
+    if part.empty:
+        return (f"- **{name}**: the baseline never loses ≥ {min_drop:g} {units} on this grid; "
+                "the claim cannot be checked.")
+    where = f"where the baseline loses ≥ {min_drop:g} {units} (ε ∈ {_eps_set(part['eps'])})"
+    outcome = claim_outcome(claims, trainer)
+    if outcome == NOT_TESTED:
+        best = part.loc[part["gain"].idxmax()]
+        return (f"- **{name}**: **{S.not_tested(int(best['n']))}**. Observed only: {where}, the largest mean "
+                f"gain is {best['gain']:+.{decimals}f} {units} at ε = {best['eps']:g} "
+                f"({best['baseline']:.{decimals}f}{pct} → {best[metric]:.{decimals}f}{pct}), at a clean cost of "
+                f"{best['clean_cost']:+.{decimals}f} {units}.")
+    pool = part[part["holds"]] if outcome == HOLDS else part
+    if outcome == HOLDS:
+        best = pool.loc[pool["gain"].idxmax()]
+    else:  # the smallest adjusted p; Holm ties broken by the raw p
+        best = pool.sort_values(["p_adjusted", "p_value"], kind="stable").iloc[0]
+    test = S.PairedTest(n=int(best["n"]), mean_difference=float(best["gain"]), sd=math.nan, t=math.nan,
+                        df=int(best["n"]) - 1, p_value=float(best["p_value"]), ci_low=float(best["ci_low"]),
+                        ci_high=float(best["ci_high"]), test=str(best["test"]).replace("mean difference", "mean gain"),
+                        confidence=1 - alpha_test)
+    adjusted_rows = len(part) > 1 and not np.allclose(part["p_adjusted"], part["p_value"], equal_nan=True)
+    adjusted = float(best["p_adjusted"]) if adjusted_rows else None
+    why = [what for what, failed in (("the test", not best["p_adjusted"] < alpha_test),
+                                     ("the clean cost", best["clean_cost"] > max_clean_cost)) if failed]
+    head = (f"**holds** at ε = {best['eps']:g}" if outcome == HOLDS
+            else f"**does not hold** at any ε; closest (smallest p) at ε = {best['eps']:g}")
+    return (f"- **{name}**: {where}, the claim {head}: {best['baseline']:.{decimals}f}{pct} → "
+            f"{best[metric]:.{decimals}f}{pct}; {S.describe(test, units=units, decimals=decimals, p_adjusted=adjusted)}"
+            f" {'<' if best['p_adjusted'] < alpha_test else '≥'} α = {alpha_test:g}; clean cost "
+            f"{best['clean_cost']:+.{decimals}f} {units}{' (a clean gain)' if best['clean_cost'] < 0 else ''}"
+            f" {'≤' if best['clean_cost'] <= max_clean_cost else '>'} {max_clean_cost:g}"
+            + (f". It fails on {' and on '.join(why)}." if why else "."))
+
+
+def claim_verdicts(claims: pd.DataFrame, results: pd.DataFrame, *, main: Sequence[str] = ("resistant", "direct"),
+                   baseline: str = "baseline", trainer_col: str = "trainer") -> str:
+    """The Table 2 page's verdicts as Markdown: :func:`claim_verdict` for the paper's trainers
+    (``main``), the outcome of every other trainer of ``claims`` under the same test, and two
+    facts for context from ``results``: which trainers beat the baseline's clean mean, and
+    whether the largest gain at the smallest checked ε belongs to another trainer than the
+    paper's (then the effect is not specific to its objective)."""
+    metric = _thresholds(claims)["metric"]
+    others = [k for k in dict.fromkeys(claims["trainer"]) if k not in main]
+    lines = [claim_verdict(claims, k) for k in main if k in set(results[trainer_col])]
+    if others:
+        lines.append("\nFor comparison, the same test for the other trainers: " + "; ".join(
+            f"{TRAINER_LABELS.get(k, k)} {claim_outcome(claims, k)}" for k in others) + ".")
+    clean = results[results["eps"].isna()].groupby(trainer_col, sort=False)[metric].mean()
+    paper = paper_table2()
+    paper_clean_gain = float(paper.loc[paper["eps"].isna(), "change"].iloc[0])
+    gainers = [TRAINER_LABELS.get(k, k) for k in clean.index if k != baseline and clean[k] > clean[baseline]]
+    context = (f"Clean accuracy above the baseline's (mean over seeds): {', '.join(gainers)}." if gainers else
+               f"No trainer beats the baseline's clean accuracy (mean over seeds) here, where the paper's resistant "
+               f"training gains {paper_clean_gain:.2f} points on CIFAR-10.")
+    if len(claims):
+        first = claims[np.isclose(claims["eps"], claims["eps"].min())]
+        top = first.loc[first["gain"].idxmax()]
+        if top["trainer"] not in main:
+            context += (f" At ε = {top['eps']:g} the largest mean gain of all trainers is "
+                        f"{TRAINER_LABELS.get(top['trainer'], top['trainer'])}'s ({top['gain']:+.2f} points), so on "
+                        "this data the effect is not specific to the paper's objective.")
+    lines.append(context if others else "\n" + context)
+    return "\n".join(lines)
+
+
+def paper_claim_verdict(*, min_drop: float, max_clean_cost: float, task: str = "CIFAR-10") -> str:
+    """The paper's own Table 2 numbers for ``task`` put through the claim's thresholds. One
+    number per cell (no seeds), so no test is possible: the sentence says which ε qualify,
+    the largest gain and the clean cost, and that this is an observation."""
+    rows = paper_table2(task)
+    summary = pd.concat([rows.assign(trainer=t, seeds=1, mean=rows[t], std=np.nan)
+                         for t in ("baseline", "proposed")], ignore_index=True)
+    claim = _claim_from_summary(summary, "proposed", baseline="baseline", min_drop=min_drop,
+                                max_clean_cost=max_clean_cost, min_se=2.0, trainer_col="trainer",
+                                higher_is_better=True, metric="proposed")
+    if claim.empty:
+        return f"The paper's own {task} numbers: the baseline never loses ≥ {min_drop:g} points on its grid."
+    best = claim.loc[claim["gain"].idxmax()]
+    met = bool(best["gain"] > 0 and best["clean_cost"] <= max_clean_cost)
+    return (f"The paper's own {task} numbers (one value per cell, no seeds: no test is possible), under the same "
+            f"thresholds: the baseline loses ≥ {min_drop:g} points at ε ∈ {_eps_set(claim['eps'])}; "
+            f"the largest gain "
+            f"is {best['gain']:+.2f} points at ε = {best['eps']:g}, with a clean cost of {best['clean_cost']:+.2f} "
+            f"({'a clean gain' if best['clean_cost'] < 0 else 'a clean loss'}): the thresholds are "
+            f"{'met' if met else 'not met'} there, as an observation, untested.")
 
 
 # --------------------------------------------------------------------------- text tasks

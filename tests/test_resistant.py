@@ -132,7 +132,150 @@ def test_paper_table2_is_the_transcription() -> None:
     assert clean["change"] == pytest.approx(1.86)
 
 
-def test_resistance_claim() -> None:
+def claim_results() -> pd.DataFrame:
+    # three seeds; the baseline loses 5 points at ε = 0.1 (< 10: not checked), 30 at 0.5 and 50 at 1.
+    # "good" - baseline per seed: clean 89.5 − 90, 90.5 − 91, 89 − 89 → clean cost [0.5, 0.5, 0], mean 1/3;
+    # ε = 0.5: d = [2, 3, 3.5]; ε = 1: d = [4, 5, 7]. "noisy": ε = 0.5 d = [−5, 7, 1], ε = 1 d = [0, 1, −1].
+    return fake_results({
+        "baseline": [[90.0, 85.0, 60.0, 40.0], [91.0, 86.0, 62.0, 41.0], [89.0, 84.0, 58.0, 39.0]],
+        "good": [[89.5, 86.0, 62.0, 44.0], [90.5, 86.0, 65.0, 46.0], [89.0, 86.0, 61.5, 46.0]],
+        "noisy": [[90.0, 85.0, 55.0, 40.0], [91.0, 86.0, 69.0, 42.0], [89.0, 84.0, 59.0, 38.0]],
+    }, eps=(0.1, 0.5, 1.0))
+
+
+def p_df2(t: float) -> float:
+    """One-sided p of Student's t with 2 degrees of freedom: 1 − F(t), F(t) = 1/2 + t/(2√(2 + t²))."""
+    return 0.5 - t / (2 * math.sqrt(2 + t * t))
+
+
+def test_resistance_claim_is_a_paired_test_across_seeds() -> None:
+    results = claim_results()
+    good = R.resistance_claim(results, "good")
+    assert good["eps"].tolist() == [0.5, 1.0]  # the baseline loses 5 points at 0.1 (< 10)
+    assert list(good.columns) == R.CLAIM_COLUMNS
+    a, b = good.iloc[0], good.iloc[1]
+    assert a["n"] == 3 and a["test"] == "paired t-test (one-sided, H1: mean difference > 0)"
+    assert a["baseline_drop"] == pytest.approx(30.0) and b["baseline_drop"] == pytest.approx(50.0)
+    assert a["baseline"] == pytest.approx(60.0) and a["accuracy"] == pytest.approx(62.833333, abs=1e-6)
+    # ε = 0.5: d = [2, 3, 3.5], mean 17/6, sd² = 7/12, se = √7/6, t = 17/√7 on 2 df
+    assert a["gain"] == pytest.approx(17 / 6)
+    assert a["p_value"] == pytest.approx(p_df2(17 / math.sqrt(7)), rel=1e-9)  # ≈ 0.011688
+    t95 = 0.9 / math.sqrt(0.095)  # t quantile 0.95 on 2 df: (2q − 1)/√(2q(1 − q))
+    assert a["ci_low"] == pytest.approx(17 / 6 - t95 * math.sqrt(7) / 6, rel=1e-9) and a["ci_high"] == math.inf
+    # ε = 1: d = [4, 5, 7], mean 16/3, Σ(d − mean)² = 14/3, sd² = 7/3, se = √7/3, t = 16/√7 (p ≈ 0.013135)
+    assert b["gain"] == pytest.approx(16 / 3)
+    assert b["p_value"] == pytest.approx(p_df2(16 / math.sqrt(7)), rel=1e-9)
+    # Holm over the two ε: 2 × 0.011688 = 0.023376, then max(0.023376, 1 × 0.013135)
+    assert a["p_adjusted"] == pytest.approx(2 * a["p_value"]) and b["p_adjusted"] == pytest.approx(2 * a["p_value"])
+    assert good["clean_cost"].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert good["holds"].tolist() == [True, True] and good["verdict"].tolist() == ["holds", "holds"]
+    # α = 0.02: each p alone is below it, Holm's are not
+    strict = R.resistance_claim(results, "good", alpha_test=0.02)
+    assert strict["holds"].tolist() == [False, False] and strict["verdict"].tolist() == ["does not hold"] * 2
+    assert R.resistance_claim(results, "good", alpha_test=0.02, adjust=None)["holds"].tolist() == [True, True]
+    # the clean cost 1/3 is above 0.3
+    assert not R.resistance_claim(results, "good", max_clean_cost=0.3)["holds"].any()
+    # noisy at ε = 0.5: d = [−5, 7, 1], mean 1, sd = 6, t = 1/(6/√3) = 1/√12,
+    # p = 1/2 − t/(2√(2 + 1/12)) = 0.4
+    noisy = R.resistance_claim(results, "noisy").iloc[0]
+    assert noisy["gain"] == pytest.approx(1.0) and noisy["p_value"] == pytest.approx(0.4)
+    assert not noisy["holds"] and noisy["verdict"] == "does not hold"
+    assert R.resistance_claim(results, "good", min_drop=60).empty
+    with pytest.raises(ValueError, match="no rows for trainer"):
+        R.resistance_claim(results, "nope")
+
+
+def test_resistance_claim_with_one_seed_is_not_tested() -> None:
+    results = claim_results()
+    one = R.resistance_claim(results[results.seed == 0], "good")
+    assert one["n"].tolist() == [1, 1] and one["verdict"].tolist() == ["not tested"] * 2
+    assert not one["holds"].any() and one["p_value"].isna().all() and one["ci_low"].isna().all()
+    assert one["gain"].tolist() == pytest.approx([2.0, 4.0])  # observed, not tested
+    assert R.claim_outcome(one, "good") == "not tested"
+
+
+def test_resistance_claim_rejects_unpaired_seeds() -> None:
+    results = claim_results()
+    unpaired = results[~((results.trainer == "good") & (results.seed == 2))]
+    with pytest.raises(ValueError, match="pairs them by seed; run both with the same seeds"):
+        R.resistance_claim(unpaired, "good")
+    with pytest.raises(ValueError, match="more than one row for seed 0"):
+        R.resistance_claim(pd.concat([results, results[results.seed == 0]]), "good")
+    with pytest.raises(ValueError, match="alpha_test must lie"):
+        R.resistance_claim(results, "good", alpha_test=5)
+
+
+def test_resistance_claim_lower_is_better_per_seed() -> None:
+    # log perplexity, two seeds: the baseline rises 2.0 and 2.2 at ε = 5 (mean 2.1 ≥ 1); the trainer is
+    # 1.6 and 1.8 lower there: d = [1.6, 1.8], mean 1.7, sd = 0.1·√2, se = 0.1, t = 17 on 1 df (Cauchy):
+    # p = 1/2 − arctan(17)/π ≈ 0.018717. Clean cost: −(5.0 − 4.98), −(5.1 − 5.12) → mean 0.
+    rows = [{"trainer": t, "seed": s, "eps": e, "log_ppl": v}
+            for t, seeds in {"baseline": [[5.0, 7.0], [5.1, 7.3]], "resistant": [[4.98, 5.4], [5.12, 5.5]]}.items()
+            for s, vals in enumerate(seeds) for e, v in zip([math.nan, 5.0], vals)]
+    claim = R.resistance_claim(pd.DataFrame(rows), "resistant", min_drop=1.0, higher_is_better=False,
+                               metric="log_ppl")
+    row = claim.iloc[0]
+    assert row["baseline_drop"] == pytest.approx(2.1) and row["gain"] == pytest.approx(1.7)
+    assert row["log_ppl"] == pytest.approx(5.45) and row["clean_cost"] == pytest.approx(0.0, abs=1e-12)
+    assert row["p_value"] == pytest.approx(0.5 - math.atan(17) / math.pi, rel=1e-6)
+    assert row["holds"] and row["p_adjusted"] == row["p_value"]  # one ε: nothing to adjust
+
+
+def test_claim_table_and_verdict_sentences() -> None:
+    results = claim_results()
+    claims = R.resistance_claims(results, ["good", "noisy"], alpha_test=0.05)
+    table = R.claim_table(claims, labels={"good": "Good", "noisy": "Noisy"})
+    assert list(table.index) == [("Good", "0.5"), ("Good", "1"), ("Noisy", "0.5"), ("Noisy", "1")]
+    assert list(table.columns) == ["n", "test", "baseline drop", "baseline mean", "trainer mean", "mean gain",
+                                   "CI low", "CI high", "p", "p (Holm)", "clean cost", "verdict"]
+    assert table.loc[("Good", "1"), "mean gain"] == 5.33 and table.loc[("Good", "1"), "p (Holm)"] == 0.0234
+    good = R.claim_verdict(claims, "good", label="Good")
+    # where it holds, the ε of the largest gain (1: +5.33); its interval 16/3 − 2.92·√7/3 ≈ 2.76
+    assert good == ("- **Good**: where the baseline loses ≥ 10 points (ε ∈ {0.5, 1}), the claim **holds** at "
+                    "ε = 1: 40.00% → 45.33%; paired t-test (one-sided, H1: mean gain > 0), n = 3 seeds, "
+                    "mean +5.33 points, 95 % CI [+2.76, ∞), p = 0.013, Holm 0.023 < α = 0.05; clean cost "
+                    "+0.33 points ≤ 1.")
+    noisy = R.claim_verdict(claims, "noisy")
+    assert "**does not hold** at any ε; closest (smallest p) at ε = 0.5" in noisy
+    assert noisy.endswith("≥ α = 0.05; clean cost +0.00 points ≤ 1. It fails on the test.")
+    # Holm gives both ε of "swapped" 0.8 (raw p 0.5 at ε = 0.5, 0.4 at ε = 1): the raw p breaks the tie
+    swapped = fake_results({"baseline": [[90.0, 85.0, 60.0, 40.0], [91.0, 86.0, 62.0, 41.0], [89.0, 84.0, 58.0, 39.0]],
+                            "swapped": [[90.0, 85.0, 60.0, 35.0], [91.0, 86.0, 63.0, 48.0], [89.0, 84.0, 57.0, 40.0]]},
+                           eps=(0.1, 0.5, 1.0))
+    swapped_claim = R.resistance_claim(swapped, "swapped")
+    assert swapped_claim["p_value"].tolist() == pytest.approx([0.5, 0.4])
+    assert swapped_claim["p_adjusted"].tolist() == pytest.approx([0.8, 0.8])
+    assert "closest (smallest p) at ε = 1:" in R.claim_verdict(swapped_claim, "swapped")
+    # the thresholds travel with the rows: a stricter clean cost is a new set of rows
+    costly = R.claim_verdict(R.resistance_claim(results, "good", max_clean_cost=0.3), "good")
+    assert "**does not hold**" in costly
+    assert costly.endswith("clean cost +0.33 points > 0.3. It fails on the clean cost.")
+    both = R.claim_verdict(R.resistance_claim(results, "good", max_clean_cost=0.3, alpha_test=0.01), "good")
+    assert both.endswith("It fails on the test and on the clean cost.")
+    assert claims.attrs["claim"]["alpha_test"] == 0.05 and claims[claims.trainer == "good"].attrs == claims.attrs
+    with pytest.raises(ValueError, match="carry no thresholds"):
+        R.claim_verdict(pd.DataFrame(claims.to_dict("list")), "good")  # rebuilt: the thresholds are lost
+    one = R.resistance_claims(results[results.seed == 0], ["good"])
+    assert R.claim_verdict(one, "good").startswith(
+        "- **good**: **not tested (1 seed: a paired test needs at least 2; set seeds: [...] with ≥ 2 entries)**.")
+    empty = R.resistance_claims(results, ["good"], min_drop=60)
+    assert empty.empty and "never loses ≥ 60 points" in R.claim_verdict(empty, "good")
+    text = R.claim_verdicts(claims, results, main=("good",))
+    assert text.splitlines()[0] == good.replace("**Good**", "**good**")
+    assert "the same test for the other trainers: noisy does not hold." in text
+    assert "No trainer beats the baseline's clean accuracy" in text
+
+
+def test_paper_claim_verdict_is_an_observation() -> None:
+    text = R.paper_claim_verdict(min_drop=10, max_clean_cost=1)
+    # CIFAR-10: the baseline loses 94.26 − 71.44 = 22.82 at ε = 0.2, more at 0.5 and 1; the largest gain
+    # is 87.92 − 71.44 = 16.48 at 0.2; the clean cost 94.26 − 96.12 = −1.86
+    assert "ε ∈ {0.2, 0.5, 1}" in text and "+16.48 points at ε = 0.2" in text and "-1.86" in text
+    assert "no test is possible" in text and "untested" in text
+
+
+def test_resistance_claim_from_seed_means_keeps_the_old_rule() -> None:
+    # a frame of means (summarize's output) cannot be paired: the rule before the paired test
     results = fake_results({"baseline": [[90.0, 85.0, 60.0], [90.0, 85.0, 62.0]],
                             "good": [[89.5, 86.0, 70.0], [89.5, 86.0, 72.0]],
                             "costly": [[85.0, 84.0, 80.0], [85.0, 84.0, 80.0]]})
@@ -174,7 +317,7 @@ def test_select_virtual_lower_is_better_reads_cost_and_gain_the_other_way() -> N
         R.select_virtual(search, baseline)
 
 
-def test_resistance_claim_lower_is_better() -> None:
+def test_resistance_claim_from_seed_means_lower_is_better() -> None:
     rows = []
     for trainer, values in {"baseline": [5.0, 5.5, 7.0], "resistant": [4.98, 5.2, 5.4],
                             "worse": [5.0, 5.6, 7.5]}.items():
