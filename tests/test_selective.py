@@ -236,3 +236,140 @@ def test_fgsm_curve_and_grid(data: ImageData):
     assert curve["accuracy"].iloc[-1] < curve["accuracy"].iloc[0]  # FGSM at a large ε hurts
     with pytest.raises(ValueError, match="eps"):
         S.fgsm_curve(model, x, data.test_y, [-0.1])
+
+
+# ----------------------------------------------------------------------------- the seeds' rule
+def test_fragile_by_seeds_is_a_one_sided_t_test_by_hand():
+    scores = {0: {"a": -0.3, "b": -0.05, "c": 0.1, "d": -0.1},
+              1: {"a": -0.2, "b": 0.01, "c": 0.1, "d": -0.1},
+              2: {"a": -0.1, "b": -0.02, "c": 0.1, "d": -0.1}}
+    fragile, table = S.fragile_by_seeds(scores, alpha=0.05)
+    assert fragile == ("a", "d")
+    t = table.set_index("layer")
+    # a: mean -0.2, sd 0.1, t = -0.2 / (0.1 / √3) = -3.4641; with 2 degrees of freedom
+    # F(t) = 1/2 + t / (2 √(2 + t²)) = 0.5 - 3.4641 / (2 √14) = 0.037090
+    assert t.loc["a", "mean"] == pytest.approx(-0.2) and t.loc["a", "sd"] == pytest.approx(0.1)
+    assert t.loc["a", "t"] == pytest.approx(-3.464102, abs=1e-6)
+    assert t.loc["a", "p_value"] == pytest.approx(0.5 - 3.464102 / (2 * math.sqrt(14)), abs=1e-6)
+    # upper bound: mean + t_{0.95, 2} sd / √3 = -0.2 + 2.919986 · 0.1 / 1.732051 = -0.031414
+    assert t.loc["a", "upper"] == pytest.approx(-0.031414, abs=1e-6)
+    # b: two of three seeds negative (tolerance 0 freezes it in two seeds); mean -0.02, sd 0.03,
+    # t = -1.154701, p = 0.5 - 1.154701 / (2 √(2 + 4/3)) = 0.183772: not fragile
+    assert t.loc["b", "p_value"] == pytest.approx(0.5 - 1.154701 / (2 * math.sqrt(2 + 4 / 3)), abs=1e-6)
+    assert not t.loc["b", "fragile"] and t.loc["b", "upper"] > 0
+    assert [S.fragile_layers(s) for s in scores.values()] == [("a", "b", "d"), ("a", "d"), ("a", "b", "d")]
+    # equal values in every seed (sd = 0): negative is fragile, positive is not
+    assert t.loc["d", "p_value"] == 0.0 and t.loc["c", "p_value"] == 1.0
+    # a stricter level keeps a (p 0.037) unfrozen
+    assert S.fragile_by_seeds(scores, alpha=0.01)[0] == ("d",)
+
+
+def test_fragile_by_seeds_rejects_bad_input():
+    two = {0: {"a": -1.0}, 1: {"a": -1.0}}
+    with pytest.raises(ValueError, match="at least 3 seeds.*freeze_rule='tolerance'"):
+        S.fragile_by_seeds(two)
+    with pytest.raises(ValueError, match="same conv/linear layers"):
+        S.fragile_by_seeds({**two, 2: {"b": -1.0}})
+    with pytest.raises(ValueError, match="finite"):
+        S.fragile_by_seeds({**two, 2: {"a": math.nan}})
+    with pytest.raises(ValueError, match="alpha"):
+        S.fragile_by_seeds({**two, 2: {"a": -1.0}}, alpha=0.0)
+
+
+def test_seeds_rule_freezes_one_set_in_every_seed(data: ImageData, tmp_path: Path):
+    by_seed = {0: {"0": -0.5, "4": -0.01, "9": 0.2}, 1: {"0": -0.4, "4": 0.02, "9": 0.1},
+               2: {"0": -0.6, "4": -0.03, "9": 0.3}}
+    cfgs = {s: parent_config(seed=s) for s in by_seed}
+    scorers = {s: FakeScorer({1: by_seed[s]}) for s in by_seed}
+    results = S.selective_backprop_seeds(data, cfgs, (1, 2), scorers, freeze_rule="seeds", alpha=0.05,
+                                         checkpoint_dir=tmp_path, device="cpu", score_last=False)
+    assert set(results) == {0, 1, 2}
+    for seed, result in results.items():
+        assert result.stages[0].fragile == ("0",)  # "4" is negative in two seeds, within their noise
+        assert result.configs["selective"][2].frozen == ("0",) and result.freeze_rule == "seeds"
+        assert result.stages[0].scores == by_seed[seed]
+        choices = result.choices()
+        assert choices.set_index("layer").loc["0", "p_value"] < 0.05
+        assert choices.set_index("layer").loc["4", "mean_delta_phi"] == pytest.approx(-0.02 / 3)
+    # the per-seed rule with tolerance 0 freezes "4" in seeds 0 and 2 (same cached parents)
+    scorers = {s: FakeScorer({1: by_seed[s]}) for s in by_seed}
+    per_seed = S.selective_backprop_seeds(data, cfgs, (1, 2), scorers, freeze_rule="tolerance",
+                                          checkpoint_dir=tmp_path, device="cpu", score_last=False)
+    assert [per_seed[s].stages[0].fragile for s in (0, 1, 2)] == [("0", "4"), ("0",), ("0", "4")]
+    assert per_seed[0].stages[0].test is None and "p_value" not in per_seed[0].choices()
+
+
+def test_seeds_rule_fails_before_training(data: ImageData, tmp_path: Path):
+    never = {s: FakeScorer({}) for s in (0, 1)}
+    cfgs = {s: parent_config(seed=s) for s in (0, 1)}
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        S.selective_backprop_seeds(data, cfgs, (1, 2), never, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="freeze_rule must be one of"):
+        S.selective_backprop_seeds(data, cfgs, (1, 2), never, freeze_rule="t-test", checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="same seeds"):
+        S.selective_backprop_seeds(data, cfgs, (1, 2), {0: never[0]}, freeze_rule="tolerance",
+                                   checkpoint_dir=tmp_path)
+    assert os.listdir(tmp_path) == [] and all(s.seen == {} for s in never.values())
+
+
+# ----------------------------------------------------------------------------- Fig. 12's verdict
+def test_paired_difference_by_hand():
+    r = S.paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    # d = 1, 2, 3: mean 2, sd 1, t = 2 √3 = 3.464102, two-sided p = 2 (0.5 - 3.464102 / (2 √14)) = 0.074180
+    assert (r.n, r.mean, r.sd) == (3, pytest.approx(2.0), pytest.approx(1.0))
+    assert r.t == pytest.approx(3.464102, abs=1e-6)
+    assert r.p_value == pytest.approx(2 * (0.5 - 3.464102 / (2 * math.sqrt(14))), abs=1e-6)
+    # interval: 2 ± t_{0.975, 2} / √3 = 2 ± 4.302653 / 1.732051 = 2 ± 2.484138
+    assert (r.ci_low, r.ci_high) == (pytest.approx(-0.484138, abs=1e-6), pytest.approx(4.484138, abs=1e-6))
+    assert r.direction() == "includes 0"
+    assert S.paired_difference([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]).direction() == "above"
+    assert S.paired_difference([0.0, 0.1, 0.0], [1.0, 1.0, 1.2]).direction() == "below"
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        S.paired_difference([1.0], [0.0])
+    with pytest.raises(ValueError, match="equally long"):
+        S.paired_difference([1.0, 2.0], [0.0])
+
+
+def _fig12(sel_at, ctl_at, sel_clean=(90.0, 90.0, 90.0), ctl_clean=(90.0, 90.0, 90.0)):
+    rows = []
+    for seed in range(3):
+        for arm, clean, at in (("selective", sel_clean[seed], sel_at[seed]), ("control", ctl_clean[seed], ctl_at[seed])):
+            for epoch in (1, 2):
+                c, a = (80.0, 40.0) if epoch == 1 else (clean, at)
+                rows += [{"dataset": "mnist", "seed": seed, "arm": arm, "epoch": epoch, "eps": 0.0,
+                          "eps_fraction": 0.0, "accuracy": c},
+                         {"dataset": "mnist", "seed": seed, "arm": arm, "epoch": epoch, "eps": 0.3,
+                          "eps_fraction": 1.0, "accuracy": a}]
+    return pd.DataFrame(rows)
+
+
+def test_fig12_verdicts_state_the_paired_test():
+    choices = pd.DataFrame([{"dataset": "mnist", "seed": s, "epoch": 1, "next_epoch": 2, "layer": layer,
+                             "fragile": layer == "0"} for s in range(3) for layer in ("0", "4", "9")])
+    text, table = S.fig12_verdicts(_fig12([31.0, 32.0, 33.0], [30.0, 30.0, 30.0]), choices, {"mnist": 0.3}, [1, 2],
+                                   names={"mnist": "MNIST"})
+    row = table.iloc[0]
+    assert row["gain"] == pytest.approx(2.0) and row["gain_low"] == pytest.approx(-0.484138, abs=1e-6)
+    assert row["verdict"] == "includes 0" and row["seeds"] == 3 and row["frozen"] == 1.0 and row["layers"] == 3
+    assert "selective − regular: +2.0 points, 95 % interval [-0.5, +4.5], paired t-test over 3 seeds, p = 0.074" in text
+    assert "within the seeds' noise" in text and "1.0 of 3 layers frozen" in text
+    _, table = S.fig12_verdicts(_fig12([29.0, 29.5, 29.0], [30.0, 31.0, 31.0]), choices, {"mnist": 0.3}, [1, 2])
+    assert table.iloc[0]["verdict"] == "below"
+    text, table = S.fig12_verdicts(_fig12([32.0, 32.1, 32.0], [30.0, 30.0, 30.0], sel_clean=(93.0, 93.0, 93.0)),
+                                   choices, {"mnist": 0.3}, [1, 2])
+    assert table.iloc[0]["verdict"] == "above" and "not specific to the attack" in text
+    with pytest.raises(ValueError, match="eps has no ε"):
+        S.fig12_verdicts(_fig12([31.0] * 3, [30.0] * 3), choices, {}, [1, 2])
+
+
+def test_paired_difference_without_the_stats_module_is_the_same(monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    cases = [([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]), ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]), ([0.5, 0.2, 0.9], [0.5, 0.4, 0.1])]
+    shared = [S.paired_difference(a, b) for a, b in cases]
+    monkeypatch.setitem(sys.modules, "paramstress.stats", None)  # the import fails: scipy here
+    local = [S.paired_difference(a, b) for a, b in cases]
+    for x, y in zip(shared, local):
+        assert (x.n, x.direction()) == (y.n, y.direction())
+        for field in ("mean", "sd", "ci_low", "ci_high", "p_value"):
+            assert getattr(x, field) == pytest.approx(getattr(y, field), abs=1e-12)
