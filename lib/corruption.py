@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import itertools
 import math
 import operator
 import re
@@ -59,6 +60,12 @@ __all__ = [
     "NamedParameters",
     "ZeroDirectionError",
     "select_parameters",
+    "SUBSPACES",
+    "NORM_TYPES",
+    "parameter_kind",
+    "table1_subspace",
+    "coordinate_kinds",
+    "support_share",
     "as_named_parameters",
     "subspace_size",
     "parameter_vector",
@@ -211,6 +218,115 @@ def select_parameters(
             f"the parameters are {_preview(param_names)}"
         )
     return selected
+
+
+#: Module types whose parameters are *norm-layer affine parameters* (scale and shift of a
+#: normalisation): batch norm, layer norm, group norm, instance norm (RMSNorm where torch has it).
+NORM_TYPES: tuple[type[nn.Module], ...] = tuple(t for t in (
+    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+    getattr(nn, "RMSNorm", None)) if t is not None)
+
+#: The subspaces of Table 1 (Sun et al. 2021) a model can be corrupted in (:func:`table1_subspace`):
+#:
+#: - ``"all"``: every trainable parameter, as ``model.named_parameters()`` lists them (the
+#:   weights, the biases and the norm layers' affine scale and shift): the book's choice until
+#:   issue 30, and what the paper's caption says literally ("all parameters can be corrupted,
+#:   that is, k stands for the total number of model parameters");
+#: - ``"no-norm"``: all but the norm layers' affine parameters (:data:`NORM_TYPES`);
+#: - ``"weights"``: the weight tensors only: no biases (own name ``bias`` or ending in
+#:   ``_bias``, e.g. attention's ``in_proj_bias``), no norm-layer affine parameters; for the
+#:   book's ResNets, the convolution and linear weights.
+SUBSPACES: tuple[str, ...] = ("all", "no-norm", "weights")
+
+
+def _check_subspace(subspace: Any) -> str:
+    if not isinstance(subspace, str) or subspace not in SUBSPACES:
+        raise ValueError(f"unknown subspace {subspace!r}; choose one of {list(SUBSPACES)} "
+                         "('all': every parameter; 'no-norm': without norm-layer affine parameters; "
+                         "'weights': conv/linear weights only, no biases, no norm-layer parameters)")
+    return subspace
+
+
+def _owners(model: nn.Module) -> dict[str, nn.Module]:
+    owner: dict[str, nn.Module] = {}
+    for mod_name, mod in model.named_modules():
+        for local, _ in mod.named_parameters(recurse=False):
+            owner.setdefault(f"{mod_name}.{local}" if mod_name else local, mod)
+    return owner
+
+
+def _is_bias(name: str) -> bool:
+    own = name.rsplit(".", 1)[-1]
+    return own == "bias" or own.endswith("_bias")
+
+
+def parameter_kind(model: nn.Module) -> dict[str, str]:
+    """``{parameter name: kind}`` for every parameter of ``model``: ``"norm"`` (held by a
+    norm layer, :data:`NORM_TYPES`: its scale *and* its shift), ``"bias"`` (another module's
+    bias, own name ``bias`` or ``*_bias``) or ``"weight"`` (everything else)."""
+    owner = _owners(model)
+    out = {}
+    for name, _ in model.named_parameters():
+        if isinstance(owner[name], NORM_TYPES):
+            out[name] = "norm"
+        elif _is_bias(name):
+            out[name] = "bias"
+        else:
+            out[name] = "weight"
+    return out
+
+
+def table1_subspace(model: nn.Module, subspace: str = "all") -> NamedParameters:
+    """The parameter subspace ``w`` of Table 1 named by ``subspace`` (one of
+    :data:`SUBSPACES`), trainable parameters only, in ``model.named_parameters()`` order.
+    ``"all"`` is :func:`select_parameters` ``(model)`` with the frozen ones left out.
+    Raises ``ValueError`` naming the valid values for an unknown name, and when the
+    subspace is empty (e.g. ``"weights"`` of a model made of norm layers)."""
+    subspace = _check_subspace(subspace)
+    kinds = parameter_kind(model)
+    keep = {"all": {"weight", "bias", "norm"}, "no-norm": {"weight", "bias"}, "weights": {"weight"}}[subspace]
+    named = [(name, prm) for name, prm in model.named_parameters() if prm.requires_grad and kinds[name] in keep]
+    if not named:
+        raise ValueError(f"subspace {subspace!r} of {type(model).__name__} is empty (its trainable parameters are "
+                         f"{_preview([n for n, p in model.named_parameters() if p.requires_grad])}); "
+                         "choose 'all'")
+    return named
+
+
+def coordinate_kinds(model: nn.Module, params: ParamsLike) -> list[tuple[str, int]]:
+    """The kind (:func:`parameter_kind`) of each tensor of the subspace with its size, in the
+    subspace's order: the flat vector's coordinates ``[0, size_0)`` are of the first kind,
+    and so on. Every tensor must be a parameter of ``model``."""
+    named = as_named_parameters(params)
+    kinds = parameter_kind(model)
+    by_id = {id(prm): kinds[name] for name, prm in model.named_parameters()}
+    missing = [name for name, prm in named if id(prm) not in by_id]
+    if missing:
+        raise ValueError(f"parameters {_preview(missing)} are not parameters of this {type(model).__name__}; "
+                         "build the subspace from the same model")
+    return [(by_id[id(prm)], prm.numel()) for _, prm in named]
+
+
+def support_share(kinds: Sequence[tuple[str, int]], v: torch.Tensor, n: int) -> dict[str, float]:
+    """Where ``top_n(v)`` (Eqs. 5, 10) falls: the percentage of its ``n`` coordinates in each
+    kind of parameter, ``{"weight": %, "bias": %, "norm": %}`` (they sum to 100).
+    ``kinds`` is :func:`coordinate_kinds`; ``v`` the flat vector over the same subspace (the
+    gradient ``g`` for the gradient-based corruption, the draw ``r`` for a random one). The
+    support is the one :func:`top_n` keeps (ties by position)."""
+    v = _check_vector(v)
+    total = sum(size for _, size in kinds)
+    if total != v.numel():
+        raise ValueError(f"v has {v.numel()} entries but the subspace's kinds cover {total}; "
+                         "use coordinate_kinds of the same subspace")
+    n = _check_n(n, v.numel())
+    idx = _top_indices(v.detach(), n) if n < v.numel() else torch.arange(v.numel(), device=v.device)
+    bounds = torch.tensor([0] + list(itertools.accumulate(size for _, size in kinds)), device=idx.device)
+    which = torch.bucketize(idx, bounds[1:], right=True)  # tensor position of each kept index
+    counts = torch.bincount(which, minlength=len(kinds)).tolist()
+    per_kind = {"weight": 0, "bias": 0, "norm": 0}
+    for (kind, _), c in zip(kinds, counts):
+        per_kind[kind] += c
+    return {kind: 100.0 * c / n for kind, c in per_kind.items()}
 
 
 def as_named_parameters(params: ParamsLike) -> NamedParameters:

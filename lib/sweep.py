@@ -13,10 +13,17 @@ weights bit-identically after each point.
 
 Choices stated here (and to be stated wherever results are shown):
 
-- :func:`evaluate` runs the model in eval mode under ``torch.inference_mode``; an
-  example whose logits are not all finite (a corruption can overflow the network)
-  counts as misclassified, and the fraction of such examples is reported as
-  ``nonfinite``; the loss is then non-finite too and is reported as it is.
+- :func:`evaluate` runs the model in eval mode under ``torch.inference_mode``. An
+  example whose logits are not all finite (a corruption can overflow the network) has
+  no prediction; the rule ``nonfinite`` (:data:`NONFINITE_RULES`) says how it counts:
+  ``"wrong"`` (the default, the book's rule until issue 30, which the pages published at
+  ``gpu`` were computed with) counts it as misclassified; ``"uniform"`` counts it as a
+  uniform guess over the ``C`` classes, 1/C of a correct answer (the expected accuracy of
+  a guess: a network whose every output is non-finite scores chance, 100/C %, as the
+  paper's Table 1 prints). Under both rules the share of such examples is reported as
+  ``nonfinite`` and ``accuracy(uniform) = accuracy(wrong) + nonfinite / C`` exactly
+  (:func:`paramstress.tables.nonfinite_as_uniform` re-scores rows computed under
+  ``"wrong"``); the loss is then non-finite too and is reported as it is.
 - Gradient-based corruption is deterministic, so each (eps, n) has one gradient row
   (``trial = 0``); random corruption has ``trials`` rows, each drawn from its own
   seed :func:`derive_seed` ``(seed, eps, n, trial)`` on the CPU, so a row is
@@ -46,6 +53,8 @@ from . import corruption as C
 
 __all__ = [
     "METRICS",
+    "NONFINITE_RULES",
+    "check_nonfinite_rule",
     "iter_batches",
     "evaluate",
     "sweep",
@@ -62,6 +71,18 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 #: percentage of examples whose logits were not all finite.
 METRICS: tuple[str, ...] = ("accuracy", "loss", "nonfinite")
 CORRUPTION_METHODS: tuple[str, ...] = ("random", "gradient")
+#: How :func:`evaluate` counts an example whose logits are not all finite: ``"wrong"``
+#: (misclassified; the default) or ``"uniform"`` (a uniform guess: 1/C of a correct answer).
+NONFINITE_RULES: tuple[str, ...] = ("wrong", "uniform")
+
+
+def check_nonfinite_rule(nonfinite: Any) -> str:
+    """``nonfinite`` if it is one of :data:`NONFINITE_RULES`, else ``ValueError`` naming them."""
+    if not isinstance(nonfinite, str) or nonfinite not in NONFINITE_RULES:
+        raise ValueError(f"unknown non-finite rule nonfinite={nonfinite!r}; choose one of {list(NONFINITE_RULES)} "
+                         "('wrong': an example with non-finite logits is misclassified; 'uniform': it counts as a "
+                         "uniform guess, 1/C of a correct answer)")
+    return nonfinite
 
 
 # --------------------------------------------------------------------------------------
@@ -99,16 +120,22 @@ def evaluate(
     batch_size: int = 1024,
     transform: Transform | None = None,
     metrics: Sequence[str] = METRICS,
+    nonfinite: str = "wrong",
 ) -> dict[str, float]:
     """Classification metrics of ``model`` on ``(x, y)``, already on the model's device.
 
     Batches are slices of ``x``; ``transform`` (e.g. ``ImageData.normalize`` for
     ``uint8`` images) is applied to each batch. Runs in eval mode (each module's flag
     is restored) under ``torch.inference_mode``. Returns the requested ``metrics``
-    among :data:`METRICS`: ``accuracy`` (% correct; examples with non-finite logits
-    count as wrong), ``loss`` (mean cross-entropy, accumulated in float64) and
-    ``nonfinite`` (% of examples whose logits were not all finite).
+    among :data:`METRICS`: ``accuracy`` (% correct), ``loss`` (mean cross-entropy,
+    accumulated in float64) and ``nonfinite`` (% of examples whose logits were not all
+    finite). The rule ``nonfinite`` (:data:`NONFINITE_RULES`) says how such an example
+    counts in ``accuracy``: ``"wrong"`` (misclassified) or ``"uniform"`` (a uniform guess
+    over the ``C`` logits: ``accuracy = accuracy_wrong + nonfinite / C``, computed as
+    exactly that sum, so that :func:`paramstress.tables.nonfinite_as_uniform` applied to
+    ``"wrong"`` rows gives the same floats).
     """
+    check_nonfinite_rule(nonfinite)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
@@ -118,11 +145,13 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=y.device)
     bad = torch.zeros((), dtype=torch.int64, device=y.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    classes = None
     with _eval_mode(model), torch.inference_mode():
         for xb, yb in batches:
             logits = model(transform(xb) if transform is not None else xb)
             if logits.ndim != 2 or logits.shape[0] != yb.shape[0]:
                 raise ValueError(f"the model must return (batch, classes) logits, got shape {tuple(logits.shape)}")
+            classes = int(logits.shape[1])
             finite = torch.isfinite(logits).all(dim=1)
             correct += ((logits.argmax(dim=1) == yb) & finite).sum()
             bad += (~finite).sum()
@@ -133,6 +162,8 @@ def evaluate(
         "loss": float(loss_sum) / total,
         "nonfinite": 100.0 * int(bad) / total,
     }
+    if nonfinite == "uniform":
+        values["accuracy"] = values["accuracy"] + values["nonfinite"] / classes
     return {m: values[m] for m in metrics}
 
 
@@ -462,6 +493,7 @@ def corruption_sweep(
     progress: bool = False,
     evaluator: Callable[[], Mapping[str, float]] | None = None,
     prefetch: bool = True,
+    nonfinite: str = "wrong",
 ) -> pd.DataFrame:
     """Table 1 / Fig. 3 of Sun et al.: accuracy and loss of ``model`` on ``(x, y)``
     under gradient-based (Eq. 10) and random (Eq. 5) corruption of the subspace
@@ -487,7 +519,17 @@ def corruption_sweep(
     corruption on any device; ~0.5 s for ResNet-34's 21 M parameters) is made in one
     background thread while the previous row is evaluated. The rows are identical either way;
     ``False`` draws in turn (for side-by-side timing, ``benchmarks/random_corruption_device.py``).
+
+    ``nonfinite``: how :func:`evaluate` counts an example with non-finite logits in the
+    accuracy (:data:`NONFINITE_RULES`; ``"wrong"`` by default, as the published pages were
+    computed); the share of such examples is the ``nonfinite`` column either way. Rows computed
+    under ``"uniform"`` carry ``nonfinite_rule = "uniform"`` (rows under the default keep the
+    published layout, without the column), and a CSV whose rows were computed under another
+    rule is not resumed from: ``ValueError`` before any compute (pass ``resume=False`` or
+    another ``csv_path``). With an ``evaluator`` the rule is the evaluator's own, and only the
+    default is accepted.
     """
+    check_nonfinite_rule(nonfinite)
     named = C.as_named_parameters(params)
     k = sum(prm.numel() for _, prm in named)
     g = C._check_vector(grad_vec, "grad_vec")
@@ -506,9 +548,19 @@ def corruption_sweep(
             raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
 
         def evaluator() -> Mapping[str, float]:
-            return evaluate(model, x, y, batch_size=batch_size, transform=transform)
+            return evaluate(model, x, y, batch_size=batch_size, transform=transform, nonfinite=nonfinite)
     elif x is not None or y is not None:
         raise ValueError("give either (x, y) or evaluator, not both")
+    elif nonfinite != "wrong":
+        raise ValueError(f"nonfinite={nonfinite!r} applies to the (x, y) evaluation; an evaluator scores "
+                         "non-finite outputs by its own rule: leave nonfinite at 'wrong'")
+    if csv_path is not None and resume and Path(csv_path).exists() and Path(csv_path).stat().st_size > 0:
+        done = pd.read_csv(csv_path)
+        if len(done):  # a row without the column (or with it empty) was computed under "wrong"
+            rules = set(done["nonfinite_rule"].fillna("wrong")) if "nonfinite_rule" in done.columns else {"wrong"}
+            if rules - {nonfinite}:
+                raise ValueError(f"{csv_path} holds rows computed under the non-finite rule {sorted(rules)}, not "
+                                 f"{nonfinite!r}: pass resume=False to recompute them, or another csv_path")
     device = named[0][1].device
     g64 = g.detach().to(device=device, dtype=torch.float64)
     base = dict(evaluator())
@@ -538,8 +590,11 @@ def corruption_sweep(
             r = draws.get(row_seed)  # = C.random_draw(k, Generator().manual_seed(row_seed))
             delta = C._corruption_from_draw(r, eps, p, n, dtype=torch.float64, device=device)
             first_order = float(torch.dot(delta, g64))
+        extra = {"k": k, "seed": row_seed, "indicator": first_order}
+        if nonfinite != "wrong":
+            extra["nonfinite_rule"] = nonfinite
         with C.corrupted(named, delta):
-            yield {"k": k, "seed": row_seed, "indicator": first_order}
+            yield extra
 
     def measure(point: Point) -> dict[str, float]:
         m = dict(evaluator())

@@ -32,6 +32,10 @@ Functions:
 - :func:`central_claim`: at each ε where random corruption costs less than a tolerance
   (1 accuracy point), the cost of the gradient-based corruption (the paper's claim that
   random trials "can hardly induce the worst accuracy degradation").
+- :func:`nonfinite_as_uniform`: rows computed under the non-finite rule ``"wrong"`` re-scored
+  under ``"uniform"`` (:data:`paramstress.sweep.NONFINITE_RULES`), for the pages published at
+  ``gpu`` that cannot be re-executed; :func:`subspace_match`: which parameter subspace
+  (:data:`paramstress.corruption.SUBSPACES`) reproduces the paper's sparse (``n = 100``) rows.
 - :func:`loss_change_ratio`: mean random loss change over the gradient-based one, per ε
   (Theorem 1: ``O(ε²)`` against ``O(ε)``, so the ratio shrinks like ``ε``), and
   :func:`loss_scaling`: the measured log-log slopes of both changes and of their ratio.
@@ -58,6 +62,9 @@ __all__ = [
     "paper_table1_clean",
     "PAPER_TASKS",
     "central_claim",
+    "nonfinite_as_uniform",
+    "relative_damage",
+    "subspace_match",
     "loss_change_ratio",
     "loss_scaling",
 ]
@@ -156,7 +163,9 @@ def trial_summary(
     """Per (task, method, n, ε): the number of trials and the mean, sample standard
     deviation (``ddof = 1``; NaN for one trial), min and max of ``metric`` over them,
     the clean score, ``delta = mean − clean`` and ``close = |delta| < close_below``
-    (Table 1's ``*``).
+    (Table 1's ``*``). When the rows have a ``nonfinite`` column (% of examples with
+    non-finite logits, :func:`paramstress.sweep.evaluate`), a last column ``nonfinite``
+    holds its mean over the trials.
 
     ``df``: rows of :func:`paramstress.sweep.corruption_sweep` (columns method, p, n,
     k, eps, trial and ``metric``), with a ``task_col`` column for several tasks, or a
@@ -185,10 +194,14 @@ def trial_summary(
     tasks = list(dict.fromkeys(df[task_col]))
     df = df.assign(n_label=[_n_label(n, k) for n, k in zip(df["n"], df["k"])],
                    eps=df["eps"].astype(float), _value=df[metric].astype(float))
+    extra = {}
+    if "nonfinite" in df.columns and metric != "nonfinite":
+        df = df.assign(_nonfinite=df["nonfinite"].astype(float))
+        extra["nonfinite"] = ("_nonfinite", "mean")
     grouped = df.groupby([task_col, "method", "n_label", "eps"], sort=False)
     out = grouped.agg(n=("n", "first"), k=("k", "first"), trials=("_value", "size"), mean=("_value", "mean"),
                       std=("_value", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan),
-                      min=("_value", "min"), max=("_value", "max")).reset_index()
+                      min=("_value", "min"), max=("_value", "max"), **extra).reset_index()
     out = out.rename(columns={task_col: "task"})
     out["clean"] = out["task"].map(scores)
     out["delta"] = out["mean"] - out["clean"]
@@ -197,7 +210,7 @@ def trial_summary(
     out["_method"] = out["method"].map({m: i for i, m in enumerate(METHOD_LABELS)})
     out["_n"] = [-math.inf if lab == "k" else -float(n) for lab, n in zip(out["n_label"], out["n"])]
     out = out.sort_values(["_task", "_method", "_n", "eps"], kind="stable").reset_index(drop=True)
-    return out[_SUMMARY_COLUMNS]
+    return out[_SUMMARY_COLUMNS + list(extra)]
 
 
 def _number(value: float, decimals: int) -> str:
@@ -208,8 +221,9 @@ def _number(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _cell(row: Mapping[str, Any], decimals: int, star: bool, show_std: bool) -> str:
-    if star and bool(row["close"]):
+def _cell(row: Mapping[str, Any], decimals: int, star: bool, show_std: bool, show_nonfinite: bool = False) -> str:
+    nonfinite = float(row.get("nonfinite", np.nan)) if show_nonfinite else np.nan
+    if star and bool(row["close"]) and not nonfinite > 0:
         return "*"
     mean, std, delta = float(row["mean"]), float(row.get("std", np.nan)), float(row["delta"])
     if math.isnan(mean):
@@ -219,6 +233,8 @@ def _cell(row: Mapping[str, Any], decimals: int, star: bool, show_std: bool) -> 
         text += f" ± {_number(std, decimals)}"
     if math.isfinite(delta):
         text += f" ({delta:+.{decimals}f})"
+    if nonfinite > 0:
+        text += f" [{_number(nonfinite, decimals)} % non-finite]"
     return text
 
 
@@ -233,14 +249,20 @@ def format_table1(
     decimals: int = 1,
     star: bool = True,
     show_std: bool = True,
+    show_nonfinite: bool = False,
 ) -> pd.DataFrame:
     """Lay out a :func:`trial_summary`-style frame (columns task, method, n_label, eps,
     mean, std, delta, close) as Table 1: index ``w/o corruption`` then one row per
     (n, ε) (``rows`` as ``(n_label, eps)`` pairs, ``n_label`` ``"k"`` or an integer;
     default: all in the summary's order), columns ``(task header, Random|Proposed)``
     with the header ``"<task> (<metric_label> ↑|↓)"``. Cells are strings; an absent
-    combination is ``—``.
+    combination is ``—``. ``show_nonfinite``: cells whose rows had examples with non-finite
+    logits (the summary's ``nonfinite`` column, mean % over the trials, must be there) end
+    with ``[x % non-finite]``; such a cell is never a ``*``.
     """
+    if show_nonfinite and "nonfinite" not in summary.columns:
+        raise ValueError("show_nonfinite=True needs the summary's 'nonfinite' column: pass sweep rows that have "
+                         "a 'nonfinite' column (paramstress.sweep.evaluate reports it), or show_nonfinite=False")
     arrow = "↑" if higher_is_better else "↓"
     labels = dict(task_labels or {})
     tasks = list(dict.fromkeys(summary["task"]))
@@ -266,7 +288,8 @@ def format_table1(
         for t in tasks:
             for m in METHOD_LABELS:
                 r = lookup.get((t, m, n_label, eps))
-                line.append("—" if r is None else _cell(r, decimals, star, show_std and m == "random"))
+                line.append("—" if r is None else _cell(r, decimals, star, show_std and m == "random",
+                                                        show_nonfinite))
         body.append(line)
     index = pd.Index([CLEAN_ROW] + [row_label(n, e) for n, e in keys], name="")
     return pd.DataFrame(body, index=index, columns=columns)
@@ -287,6 +310,7 @@ def table1(
     close_below: float = 0.1,
     star: bool = True,
     show_std: bool = True,
+    show_nonfinite: bool = False,
 ) -> pd.DataFrame:
     """Table 1 of Sun et al. (2021) for corruption-sweep results of one or more tasks.
 
@@ -297,12 +321,20 @@ def table1(
     ``(n, ε)`` rows to show, ``n`` as ``"k"``/``None`` (all parameters) or an integer;
     by default every combination in ``df``. Random cells: ``mean ± std (Δ)`` over the
     trials; Proposed cells: ``score (Δ)``; ``*`` where ``|Δ| < close_below`` (0.1,
-    the paper's rule), ``Δ`` being the change from the clean score.
+    the paper's rule), ``Δ`` being the change from the clean score. ``show_nonfinite``:
+    the share of examples with non-finite logits beside each cell that had any
+    (:func:`format_table1`; needs the rows' ``nonfinite`` column).
     """
+    if show_nonfinite:
+        frame = df if isinstance(df, pd.DataFrame) else pd.concat(list(df.values())) if df else None
+        if frame is not None and "nonfinite" not in frame.columns:
+            raise ValueError("show_nonfinite=True needs a 'nonfinite' column in the rows "
+                             "(paramstress.sweep.corruption_sweep writes one); or pass show_nonfinite=False")
     summary = trial_summary(df, clean, metric=metric, task_col=task_col, p=p, close_below=close_below)
     scores = dict(zip(summary["task"], summary["clean"]))
     return format_table1(summary, scores, metric_label=metric_label, higher_is_better=higher_is_better,
-                         rows=rows, task_labels=task_labels, decimals=decimals, star=star, show_std=show_std)
+                         rows=rows, task_labels=task_labels, decimals=decimals, star=star, show_std=show_std,
+                         show_nonfinite=show_nonfinite)
 
 
 # --------------------------------------------------------------------------------------
@@ -461,6 +493,157 @@ def central_claim(
     columns = ["task", "n_label", "eps", base_col, "trials", "random_drop", "random_worst_drop",
                "gradient_drop", "random_harmless", "holds"]
     return _in_task_order(pd.DataFrame.from_records(records, columns=columns), df[task_col])
+
+
+# --------------------------------------------------------------------------------------
+# Method choices: non-finite outputs, the parameter subspace
+# --------------------------------------------------------------------------------------
+
+def nonfinite_as_uniform(
+    rows: pd.DataFrame,
+    num_classes: int | Mapping[str, int],
+    *,
+    task_col: str = "task",
+) -> pd.DataFrame:
+    """Rows of :func:`paramstress.sweep.corruption_sweep` computed under the non-finite rule
+    ``"wrong"`` (an example with non-finite logits is misclassified: every page published
+    before issue 30), re-scored under ``"uniform"`` (such an example is a uniform guess,
+    1/C of a correct answer).
+
+    Under ``"wrong"`` the ``nonfinite`` % of examples with non-finite logits are all counted
+    wrong and the others are scored by their argmax, so the ``"uniform"`` accuracy is exactly
+    ``accuracy + nonfinite / C`` — the float :func:`paramstress.sweep.evaluate` computes under
+    ``"uniform"``, so a re-scored row equals a re-run one bit for bit. The clean model is
+    taken to have finite logits (``base_accuracy`` is kept; the sweep does not record its
+    non-finite share); ``delta_accuracy`` is recomputed as ``accuracy − base_accuracy``.
+
+    ``num_classes``: ``C``, one int, or ``{task: C}`` with a ``task_col`` column.
+    Returns a copy with ``accuracy`` (and ``delta_accuracy`` when present) re-scored, the
+    original in ``accuracy_wrong`` and ``nonfinite_rule = "uniform"``. Rejects, before
+    computing anything: missing columns, ``C < 2``, a ``nonfinite`` outside [0, 100],
+    ``accuracy + nonfinite > 100`` (rows not computed under ``"wrong"``) and rows already
+    marked ``"uniform"``.
+    """
+    if not isinstance(rows, pd.DataFrame):
+        raise TypeError(f"rows must be a DataFrame of corruption_sweep rows, got {type(rows).__name__}")
+    missing = [c for c in ("accuracy", "nonfinite") if c not in rows.columns]
+    if missing:
+        raise ValueError(f"rows lack columns {missing}; they need 'accuracy' and 'nonfinite' "
+                         "(as paramstress.sweep.corruption_sweep writes them)")
+    if "nonfinite_rule" in rows.columns and (rows["nonfinite_rule"].fillna("wrong") != "wrong").any():
+        raise ValueError(f"rows are marked nonfinite_rule {sorted(set(rows['nonfinite_rule'].dropna()))}; only rows "
+                         "computed under 'wrong' can be re-scored")
+    if isinstance(num_classes, Mapping):
+        if task_col not in rows.columns:
+            raise ValueError(f"num_classes per task needs a {task_col!r} column; or pass one int")
+        absent = sorted(set(rows[task_col]) - set(num_classes))
+        if absent:
+            raise ValueError(f"num_classes has no entry for tasks {absent}; it has {list(num_classes)}")
+        classes = rows[task_col].map(dict(num_classes))
+        values = list(num_classes.values())
+    else:
+        classes = num_classes
+        values = [num_classes]
+    for c in values:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 2:
+            raise ValueError(f"num_classes must be an integer >= 2 (the number of classes C), got {c!r}")
+    acc = rows["accuracy"].astype(float)
+    nf = rows["nonfinite"].astype(float)
+    if bool(((nf < 0) | (nf > 100) | nf.isna()).any()):
+        raise ValueError("nonfinite must be a percentage in [0, 100] on every row")
+    if bool((acc + nf > 100.0 + 1e-9).any()):
+        raise ValueError("some rows have accuracy + nonfinite > 100 %: their non-finite examples were not all "
+                         "counted wrong, so these rows were not computed under the rule 'wrong'")
+    out = rows.copy()
+    out["accuracy_wrong"] = acc
+    out["accuracy"] = acc + nf / classes
+    if "delta_accuracy" in out.columns and "base_accuracy" in out.columns:
+        out["delta_accuracy"] = out["accuracy"] - out["base_accuracy"].astype(float)
+    out["nonfinite_rule"] = "uniform"
+    return out
+
+
+def relative_damage(score: Any, clean: Any, chance: Any) -> Any:
+    """The share of the way from the clean score to chance that a corruption goes:
+    ``(clean − score) / (clean − chance)``, clipped to [0, 1] (0: intact, 1: at chance or
+    below). It lets networks with different clean accuracies be compared (a paper's ``*``
+    cell, a change under 0.1 point, is 0). Works on numbers and on array-likes."""
+    clean_a, chance_a = np.asarray(clean, dtype=float), np.asarray(chance, dtype=float)
+    if bool(np.any(clean_a <= chance_a)):
+        raise ValueError("the clean score must be above chance for the damage to be defined")
+    out = np.clip((clean_a - np.asarray(score, dtype=float)) / (clean_a - chance_a), 0.0, 1.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def subspace_match(
+    rows: pd.DataFrame,
+    num_classes: int,
+    *,
+    paper_task: str = "CIFAR-10",
+    n: int = 100,
+    subspace_col: str = "subspace",
+    intact_below: float = 0.05,
+    tie_below: float = 0.05,
+) -> pd.DataFrame:
+    """Which parameter subspace reproduces the paper's sparse rows of Table 1.
+
+    ``rows``: corruption-sweep rows (method, n, eps, accuracy, base_accuracy) for one network
+    with a ``subspace_col`` column (e.g. from
+    :func:`paramstress.vulnerability.table1_subspaces`). For every (method, ε) of the
+    ``n = 100`` rows that both the rows and the paper's ``paper_task`` column have, both
+    scores are turned into :func:`relative_damage` (clean → chance = ``100/num_classes`` for
+    ours, the paper's clean score and its task's chance, 10 % for CIFAR-10 and 0.1 % for
+    ImageNet; the paper's ``*`` cells are 0), the random cells as the mean over the trials.
+    One row per subspace: ``cells`` compared, ``mean_abs_diff`` (the mean |ours − paper|
+    of the damage), ``agree`` (cells where both are intact, damage < ``intact_below``, or
+    both are not), ``best`` (True for the smallest ``mean_abs_diff``; ties go to the
+    first subspace in the rows' order) and ``decided``: the best is ahead of the runner-up
+    by at least ``tie_below`` (False for every row otherwise, and with one subspace: the
+    numbers do not tell the subspaces apart). The ε scale belongs to each network, so this
+    is a comparison of patterns, not of numbers.
+    """
+    needed = [subspace_col, "method", "n", "eps", "accuracy", "base_accuracy"]
+    missing = [c for c in needed if c not in rows.columns]
+    if missing:
+        raise ValueError(f"rows lack columns {missing}; expected corruption_sweep rows with a {subspace_col!r} column")
+    if paper_task not in ("CIFAR-10", "ImageNet"):
+        raise ValueError(f"paper_task must be 'CIFAR-10' or 'ImageNet' (the paper's accuracy columns), got {paper_task!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    paper = paper_table1([paper_task])
+    paper = paper[paper["n_label"] == str(n)]
+    if paper.empty:
+        raise ValueError(f"the paper's Table 1 has no n = {n} rows; it has n = 100")
+    paper_chance = {"CIFAR-10": 10.0, "ImageNet": 0.1}[paper_task]
+    paper_damage = {(r["method"], float(r["eps"])): 0.0 if bool(r["close"])
+                    else relative_damage(r["mean"], r["clean"], paper_chance) for _, r in paper.iterrows()}
+    part = rows[rows["n"].astype(int) == int(n)]
+    if part.empty:
+        raise ValueError(f"rows have no n = {n} rows")
+    chance = 100.0 / int(num_classes)
+    records = []
+    for subspace, sub in part.groupby(subspace_col, sort=False):
+        cells = sub.groupby(["method", "eps"], sort=False).agg(acc=("accuracy", "mean"), clean=("base_accuracy", "first"))
+        diffs, agree = [], 0
+        for (method, eps), cell in cells.iterrows():
+            key = (method, float(eps))
+            if key not in paper_damage:
+                continue
+            ours = relative_damage(cell["acc"], cell["clean"], chance)
+            theirs = paper_damage[key]
+            diffs.append(abs(ours - theirs))
+            agree += int((ours < intact_below) == (theirs < intact_below))
+        if not diffs:
+            raise ValueError(f"subspace {subspace!r} has no (method, eps) cell in common with the paper's n = {n} rows "
+                             f"(ε {sorted({e for _, e in paper_damage})})")
+        records.append({"subspace": subspace, "cells": len(diffs), "mean_abs_diff": float(np.mean(diffs)),
+                        "agree": agree})
+    out = pd.DataFrame.from_records(records)
+    out["best"] = False
+    out.loc[out["mean_abs_diff"].idxmin(), "best"] = True
+    ranked = sorted(out["mean_abs_diff"])
+    out["decided"] = len(ranked) >= 2 and ranked[1] - ranked[0] >= tie_below
+    return out
 
 
 def loss_change_ratio(

@@ -570,3 +570,66 @@ def test_first_order_change() -> None:
     assert C.first_order_change(a, g) == pytest.approx(-1.5)
     with pytest.raises(ValueError, match="entries"):
         C.first_order_change(a, torch.ones(2))
+
+
+# --------------------------------------------------------------------------------------
+# Table 1's subspaces (issue 30, point 3): which parameters may top-n pick?
+# --------------------------------------------------------------------------------------
+
+class _Kinds(nn.Module):
+    """conv (weight 2·1·1·1, bias 2) → BN (2 + 2) → linear (weight 3·2, bias 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.bn = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_table1_subspaces_select_what_their_names_say() -> None:
+    model = _Kinds()
+    assert C.parameter_kind(model) == {"conv.weight": "weight", "conv.bias": "bias", "bn.weight": "norm",
+                                       "bn.bias": "norm", "fc.weight": "weight", "fc.bias": "bias"}
+    names = {s: [n for n, _ in C.table1_subspace(model, s)] for s in C.SUBSPACES}
+    assert names["all"] == ["conv.weight", "conv.bias", "bn.weight", "bn.bias", "fc.weight", "fc.bias"]
+    assert names["no-norm"] == ["conv.weight", "conv.bias", "fc.weight", "fc.bias"]
+    assert names["weights"] == ["conv.weight", "fc.weight"]
+    assert C.subspace_size(C.table1_subspace(model, "weights")) == 2 + 6
+    model.conv.weight.requires_grad_(False)  # frozen parameters are not in any subspace
+    assert [n for n, _ in C.table1_subspace(model, "weights")] == ["fc.weight"]
+
+
+def test_table1_subspace_rejects_unknown_names_and_empty_subspaces() -> None:
+    with pytest.raises(ValueError, match=r"unknown subspace 'weight'; choose one of \['all', 'no-norm', 'weights'\]"):
+        C.table1_subspace(_Kinds(), "weight")
+    with pytest.raises(ValueError, match="unknown subspace"):
+        C.table1_subspace(_Kinds(), None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'weights' of BatchNorm1d is empty.*choose 'all'"):
+        C.table1_subspace(nn.BatchNorm1d(3), "weights")
+
+
+def test_support_share_counts_the_top_n_by_kind() -> None:
+    model = _Kinds()
+    kinds = C.coordinate_kinds(model, C.table1_subspace(model, "all"))
+    assert kinds == [("weight", 2), ("bias", 2), ("norm", 2), ("norm", 2), ("weight", 6), ("bias", 3)]
+    # coordinates: conv.w 0-1, conv.b 2-3, bn.w 4-5, bn.b 6-7, fc.w 8-13, fc.b 14-16
+    v = torch.zeros(17)
+    v[[4, 7]] = torch.tensor([9.0, -8.0])   # two norm coordinates (largest)
+    v[15] = 7.0                               # one bias
+    v[10] = -6.0                              # one weight
+    v[0] = 0.5                                # the fifth largest: a weight
+    assert C.support_share(kinds, v, 4) == {"weight": 25.0, "bias": 25.0, "norm": 50.0}
+    assert C.support_share(kinds, v, 5) == {"weight": 40.0, "bias": 20.0, "norm": 40.0}
+    assert C.support_share(kinds, v, 2) == {"weight": 0.0, "bias": 0.0, "norm": 100.0}
+    ties = torch.ones(17)  # ties go to the lower index: conv.w 0-1, conv.b 2
+    assert C.support_share(kinds, ties, 3) == pytest.approx({"weight": 200 / 3, "bias": 100 / 3, "norm": 0.0})
+    assert C.support_share(kinds, ties, 17) == pytest.approx({"weight": 800 / 17, "bias": 500 / 17, "norm": 400 / 17})
+    with pytest.raises(ValueError, match="v has 16 entries but the subspace's kinds cover 17"):
+        C.support_share(kinds, v[:16], 2)
+    with pytest.raises(ValueError, match="n = 18 exceeds"):
+        C.support_share(kinds, v, 18)
+    with pytest.raises(ValueError, match="not parameters of this _Kinds"):
+        C.coordinate_kinds(model, [("other", nn.Parameter(torch.zeros(2)))])

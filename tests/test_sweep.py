@@ -449,3 +449,81 @@ def test_corruption_sweep_draws_the_next_random_row_ahead(trained: TinyNet, data
                                  **kwargs)
     pd.testing.assert_frame_equal(resumed, in_turn)
     assert not [t for t in threading.enumerate() if t.name.startswith("paramstress-draw")]
+
+
+# --------------------------------------------------------------------------------------
+# The non-finite rule (issue 30, point 4)
+# --------------------------------------------------------------------------------------
+
+class _HalfNaN(nn.Module):
+    """4 classes; predicts class 0 with finite logits, except examples 0-2, whose logits have a NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = torch.zeros(len(x), 4)
+        out[:, 0] = 1.0
+        out[x[:, 0] < 3, 2] = float("nan")
+        return out
+
+
+def test_evaluate_uniform_rule_counts_a_non_finite_example_as_one_over_c() -> None:
+    x = torch.arange(8, dtype=torch.float32).unsqueeze(1)  # examples 0-2 non-finite
+    y = torch.tensor([0, 1, 2, 0, 0, 1, 3, 0])
+    # finite examples 3-7 predict 0: correct at 3, 4, 7 → 3 of 8; non-finite: 3 of 8
+    wrong = S.evaluate(_HalfNaN(), x, y, batch_size=3)
+    uniform = S.evaluate(_HalfNaN(), x, y, batch_size=3, nonfinite="uniform")
+    assert wrong["accuracy"] == 37.5 and wrong["nonfinite"] == 37.5
+    assert uniform["accuracy"] == 37.5 + 37.5 / 4 == 46.875  # 3 + 3/4 correct answers of 8
+    assert uniform["nonfinite"] == 37.5 and math.isnan(uniform["loss"])
+
+
+def test_evaluate_rejects_an_unknown_rule_before_any_forward_pass() -> None:
+    net = _HalfNaN()
+    with pytest.raises(ValueError, match=r"unknown non-finite rule nonfinite='chance'; choose one of \['wrong', 'uniform'\]"):
+        S.evaluate(net, torch.zeros(4, 1), torch.zeros(4, dtype=torch.long), nonfinite="chance")
+    assert net.calls == 0
+
+
+def test_corruption_sweep_applies_the_rule_and_rejects_it_with_an_evaluator(trained: TinyNet, data: ImageData) -> None:
+    params = C.select_parameters(trained)
+    g = torch.ones(C.subspace_size(params))
+    before = _bits(trained)
+    args = dict(eps_values=[1e30], n_values=[None], methods=["gradient"], batch_size=8, transform=data.normalize)
+    wrong = S.corruption_sweep(trained, params, g, data.test_x, data.test_y, **args)
+    uniform = S.corruption_sweep(trained, params, g, data.test_x, data.test_y, nonfinite="uniform", **args)
+    assert _same_bits(before, _bits(trained))
+    assert float(wrong["nonfinite"].iloc[0]) > 0  # eps = 1e30 overflows the tiny network
+    assert float(uniform["accuracy"].iloc[0]) == float(wrong["accuracy"].iloc[0]) + float(wrong["nonfinite"].iloc[0]) / 3
+    trained.forward_calls = 0
+    with pytest.raises(ValueError, match="unknown non-finite rule"):
+        S.corruption_sweep(trained, params, g, data.test_x, data.test_y, nonfinite="nan", **args)
+    with pytest.raises(ValueError, match="leave nonfinite at 'wrong'"):
+        S.corruption_sweep(trained, params, g, evaluator=lambda: {"accuracy": 1.0, "loss": 0.0},
+                           nonfinite="uniform", **{k: v for k, v in args.items() if k not in ("batch_size", "transform")})
+    assert trained.forward_calls == 0
+
+
+def test_corruption_sweep_marks_uniform_rows_and_does_not_resume_across_rules(trained: TinyNet, data: ImageData,
+                                                                             tmp_path: Path) -> None:
+    params = C.select_parameters(trained)
+    g = torch.ones(C.subspace_size(params))
+    args = dict(eps_values=[0.1], n_values=[None], methods=["gradient"], batch_size=8, transform=data.normalize)
+    wrong_csv, uniform_csv = tmp_path / "wrong.csv", tmp_path / "uniform.csv"
+    wrong = S.corruption_sweep(trained, params, g, data.test_x, data.test_y, csv_path=wrong_csv, **args)
+    assert "nonfinite_rule" not in wrong.columns  # the published layout is unchanged under the default
+    uniform = S.corruption_sweep(trained, params, g, data.test_x, data.test_y, csv_path=uniform_csv,
+                                 nonfinite="uniform", **args)
+    assert list(uniform["nonfinite_rule"]) == ["uniform"]
+    trained.forward_calls = 0
+    with pytest.raises(ValueError, match=r"computed under the non-finite rule \['wrong'\], not 'uniform': pass resume=False"):
+        S.corruption_sweep(trained, params, g, data.test_x, data.test_y, csv_path=wrong_csv, nonfinite="uniform", **args)
+    with pytest.raises(ValueError, match=r"rule \['uniform'\], not 'wrong'"):
+        S.corruption_sweep(trained, params, g, data.test_x, data.test_y, csv_path=uniform_csv, **args)
+    assert trained.forward_calls == 0
+    again = S.corruption_sweep(trained, params, g, data.test_x, data.test_y, csv_path=wrong_csv, nonfinite="uniform",
+                               resume=False, **args)
+    assert list(again["nonfinite_rule"]) == ["uniform"]

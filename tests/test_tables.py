@@ -272,3 +272,120 @@ def test_central_claim_for_a_lower_is_better_metric():
     assert c["base_log_ppl"].iloc[0] == 4.25
     with pytest.raises(ValueError, match="base_uas"):
         T.central_claim({"x": pd.DataFrame(rows)}, metric="uas")
+
+
+# --------------------------------------------------------------------------------------
+# Non-finite outputs and the parameter subspace (issue 30, points 3 and 4)
+# --------------------------------------------------------------------------------------
+
+def _nf_rows():
+    rows = pd.DataFrame(_rows("gradient", 1.0, [0.0]) + _rows("random", 1.0, [30.0, 12.5]) + _rows("random", 0.1, [88.0]))
+    rows["nonfinite"] = [100.0, 40.0, 87.5, 0.0]
+    rows["task"] = "toy"
+    return rows
+
+
+def test_nonfinite_as_uniform_by_hand() -> None:
+    rows = _nf_rows()
+    out = T.nonfinite_as_uniform(rows, 10)
+    # accuracy + nonfinite / 10: 0 + 10, 30 + 4, 12.5 + 8.75, 88 + 0
+    assert list(out["accuracy"]) == [10.0, 34.0, 21.25, 88.0]
+    assert list(out["accuracy_wrong"]) == [0.0, 30.0, 12.5, 88.0]
+    assert list(out["delta_accuracy"]) == [-80.0, -56.0, -68.75, -2.0]
+    assert set(out["nonfinite_rule"]) == {"uniform"} and list(out["base_accuracy"]) == [90.0] * 4
+    assert list(rows["accuracy"]) == [0.0, 30.0, 12.5, 88.0]  # the input is not modified
+    assert list(T.nonfinite_as_uniform(rows, {"toy": 4})["accuracy"]) == [25.0, 40.0, 34.375, 88.0]
+
+
+def test_nonfinite_as_uniform_rejects_bad_input() -> None:
+    rows = _nf_rows()
+    with pytest.raises(ValueError, match=r"lack columns \['nonfinite'\]"):
+        T.nonfinite_as_uniform(rows.drop(columns="nonfinite"), 10)
+    with pytest.raises(ValueError, match="integer >= 2"):
+        T.nonfinite_as_uniform(rows, 1)
+    with pytest.raises(ValueError, match="integer >= 2"):
+        T.nonfinite_as_uniform(rows, 10.0)
+    with pytest.raises(ValueError, match=r"no entry for tasks \['toy'\]"):
+        T.nonfinite_as_uniform(rows, {"other": 10})
+    with pytest.raises(ValueError, match="not computed under the rule 'wrong'"):
+        T.nonfinite_as_uniform(rows.assign(accuracy=[10.0, 34.0, 21.25, 88.0]), 10)
+    with pytest.raises(ValueError, match="percentage in"):
+        T.nonfinite_as_uniform(rows.assign(nonfinite=[100.0, 40.0, 87.5, -1.0]), 10)
+    with pytest.raises(ValueError, match="only rows computed under 'wrong'"):
+        T.nonfinite_as_uniform(T.nonfinite_as_uniform(rows, 10), 10)
+
+
+def test_nonfinite_as_uniform_equals_evaluate_under_uniform_bit_for_bit() -> None:
+    import torch
+    from torch import nn
+
+    from paramstress import sweep as S
+
+    class Some(nn.Module):  # 3 classes; examples with x < 4 have an infinite logit
+        def forward(self, x):
+            out = torch.stack([x[:, 0] % 3 == k for k in range(3)], dim=1).float()
+            out[x[:, 0] < 4, 1] = float("inf")
+            return out
+
+    x = torch.arange(11, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor([0, 1, 2, 0, 2, 2, 1, 0, 1, 1, 0])
+    wrong = S.evaluate(Some(), x, y, batch_size=4)
+    uniform = S.evaluate(Some(), x, y, batch_size=4, nonfinite="uniform")
+    rows = pd.DataFrame([{**wrong, "base_accuracy": 100.0}])
+    assert T.nonfinite_as_uniform(rows, 3)["accuracy"].iloc[0] == uniform["accuracy"]
+    # x = 0..3 non-finite; x = 4..10 predict x % 3 = 1, 2, 0, 1, 2, 0, 1 against y 2, 2, 1, 0, 1, 1, 0: one correct (x = 5)
+    assert wrong["accuracy"] == 100.0 / 11 and wrong["nonfinite"] == 400.0 / 11
+    assert uniform["accuracy"] == 100.0 / 11 + (400.0 / 11) / 3
+
+
+def test_table1_shows_the_nonfinite_share_beside_the_accuracy() -> None:
+    rows = _nf_rows().drop(columns="task")
+    t = T.table1(rows, 90.0, show_nonfinite=True)
+    rnd, grd = t.columns
+    assert t.loc["n=k, ε=1", grd] == "0.0 (-90.0) [100.0 % non-finite]"
+    assert t.loc["n=k, ε=1", rnd] == "21.2 ± 12.4 (-68.8) [63.8 % non-finite]"
+    assert t.loc["n=k, ε=1e-1", rnd] == "88.0 (-2.0)"  # nothing non-finite: no bracket
+    assert "non-finite" not in T.table1(rows, 90.0).loc["n=k, ε=1", grd]  # off by default
+    s = T.trial_summary(rows, 90.0)
+    assert list(s["nonfinite"]) == [0.0, 63.75, 100.0]
+    assert "nonfinite" not in T.trial_summary(rows.drop(columns="nonfinite"), 90.0).columns
+    with pytest.raises(ValueError, match="needs a 'nonfinite' column"):
+        T.table1(rows.drop(columns="nonfinite"), 90.0, show_nonfinite=True)
+
+
+def test_relative_damage_and_subspace_match_by_hand() -> None:
+    assert T.relative_damage(50.0, 90.0, 10.0) == 0.5
+    assert T.relative_damage(95.0, 90.0, 10.0) == 0.0 and T.relative_damage(5.0, 90.0, 10.0) == 1.0
+    with pytest.raises(ValueError, match="above chance"):
+        T.relative_damage(5.0, 10.0, 10.0)
+    # the paper's CIFAR-10 n = 100 damage (clean 94.3, chance 10): gradient ε = 1e-2, 1e-1, 1: 0 (*);
+    # ε = 10: 49.5/84.3; ε = 100: 1 (9.6 is below chance). Random ε = 10: 17.2/84.3; ε = 100: 84.2/84.3.
+    cells = {("gradient", 1.0): (90.0, 90.0), ("gradient", 10.0): (50.0, 10.0),
+             ("random", 10.0): (10.0, 90.0), ("random", 100.0): (10.0, 10.0)}
+    rows = []
+    for subspace, which in (("all", 1), ("weights", 0)):
+        for (method, eps), accs in cells.items():
+            rows += [{**r, "subspace": subspace} for r in _rows(method, eps, [accs[which]], n=100, k=K)]
+    out = T.subspace_match(pd.DataFrame(rows), 10)
+    paper = {("gradient", 1.0): 0.0, ("gradient", 10.0): 49.5 / 84.3, ("random", 10.0): 17.2 / 84.3,
+             ("random", 100.0): 84.2 / 84.3}
+    ours = {"weights": {("gradient", 1.0): 0.0, ("gradient", 10.0): 0.5, ("random", 10.0): 1.0, ("random", 100.0): 1.0},
+            "all": {("gradient", 1.0): 0.0, ("gradient", 10.0): 1.0, ("random", 10.0): 0.0, ("random", 100.0): 1.0}}
+    for subspace in ("all", "weights"):
+        row = out[out.subspace == subspace].iloc[0]
+        expect = np.mean([abs(ours[subspace][c] - paper[c]) for c in paper])
+        assert row["cells"] == 4 and row["mean_abs_diff"] == pytest.approx(expect)
+    assert list(out["subspace"]) == ["all", "weights"]
+    assert list(out["best"]) == [True, False]  # 0.155 against 0.221
+    # intact (damage < 0.05) on both sides or damaged on both: 'all' leaves random ε = 10 intact where
+    # the paper's damage is 0.204
+    assert list(out["agree"]) == [3, 4]
+    assert list(out["decided"]) == [True, True]  # 0.066 apart
+    assert not T.subspace_match(pd.DataFrame(rows), 10, tie_below=0.07)["decided"].any()
+    assert not T.subspace_match(pd.DataFrame(rows)[lambda d: d.subspace == "all"], 10)["decided"].any()
+    with pytest.raises(ValueError, match="no n = 100 rows"):
+        T.subspace_match(pd.DataFrame(rows).assign(n=K), 10)
+    with pytest.raises(ValueError, match="lack columns"):
+        T.subspace_match(pd.DataFrame(rows).drop(columns="subspace"), 10)
+    with pytest.raises(ValueError, match="'CIFAR-10' or 'ImageNet'"):
+        T.subspace_match(pd.DataFrame(rows), 10, paper_task="MNIST")
