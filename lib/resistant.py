@@ -537,8 +537,9 @@ def claim_table(claims: pd.DataFrame, *, labels: Mapping[str, str] | None = None
         "ci_low": "CI low", "ci_high": "CI high", "p_value": "p", "p_adjusted": "p (Holm)",
         "clean_cost": "clean cost"})
     numeric = ["baseline drop", "baseline mean", "trainer mean", "mean gain", "CI low", "CI high", "clean cost"]
-    out[numeric] = out[numeric].astype(float).round(decimals)
-    out[["p", "p (Holm)"]] = out[["p", "p (Holm)"]].astype(float).round(4)
+    # rounded as the verdict sentences print them (Python's format, not numpy's round-half-even)
+    out[numeric] = out[numeric].astype(float).map(lambda v: float(f"{v:.{decimals}f}"))
+    out[["p", "p (Holm)"]] = out[["p", "p (Holm)"]].astype(float).map(lambda v: float(f"{v:.4f}"))
     return out.set_index(["trainer", "eps"])
 
 

@@ -229,6 +229,10 @@ def test_claim_table_and_verdict_sentences() -> None:
     assert list(table.columns) == ["n", "test", "baseline drop", "baseline mean", "trainer mean", "mean gain",
                                    "CI low", "CI high", "p", "p (Holm)", "clean cost", "verdict"]
     assert table.loc[("Good", "1"), "mean gain"] == 5.33 and table.loc[("Good", "1"), "p (Holm)"] == 0.0234
+    assert math.isinf(table.loc[("Good", "1"), "CI high"]) and table.loc[("Good", "1"), "CI low"] == 2.76
+    # the table rounds as the sentences print: 34.275 is 34.27 in both (numpy's round would give 34.28)
+    half = R.claim_table(claims.assign(baseline=34.275))
+    assert half["baseline mean"].tolist() == [float(f"{34.275:.2f}")] * 4 == [34.27] * 4
     good = R.claim_verdict(claims, "good", label="Good")
     # where it holds, the ε of the largest gain (1: +5.33); its interval 16/3 − 2.92·√7/3 ≈ 2.76
     assert good == ("- **Good**: where the baseline loses ≥ 10 points (ε ∈ {0.5, 1}), the claim **holds** at "
