@@ -63,6 +63,7 @@ weights go through :func:`paramstress.tasks.train_task`'s own files), so fairseq
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import hashlib
 import io
@@ -100,6 +101,7 @@ __all__ = [
     "nll_loss",
     "corpus_bleu",
     "translate",
+    "corrupted_translations",
     "DeEnTranslationTask",
 ]
 
@@ -484,6 +486,47 @@ def translate(model: nn.Module, src: Sequence[torch.Tensor], dictionary: Any, de
     return hyps, failed
 
 
+def corrupted_translations(task: "DeEnTranslationTask", model: nn.Module, *, eps_values: Sequence[float],
+                           p: float = 2.0, grad_vec: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """Table 2's De-En scores *with the translations behind them*: the clean model, then the
+    gradient-based corruption (``L_p``, ``n = k``, every trainable parameter) at each ε,
+    exactly as :func:`paramstress.tasks.task_corrupted_scores` corrupts (the same sweep
+    engine, ``g`` from :func:`paramstress.tasks.task_gradient` unless given; weights restored
+    bit-identically). One record per row, clean first: ``eps`` (NaN = clean), ``bleu``,
+    ``loss`` and ``hypotheses`` (one string per evaluated pair of ``task``'s split)."""
+    from . import corruption as C
+    from .sweep import corruption_sweep
+    from .tasks import task_gradient
+
+    if not isinstance(task, DeEnTranslationTask):
+        raise ValueError(f"task must be a DeEnTranslationTask (it returns its translations), got {type(task).__name__}")
+    eps_list = [C._check_eps(e) for e in eps_values]
+    if not eps_list:
+        raise ValueError("eps_values is empty: give the Table 2 ε grid, e.g. [0.1, 0.5]")
+    named = C.select_parameters(model)
+    g = task_gradient(task, model, named) if grad_vec is None else grad_vec
+    log: list[list[str]] = []
+
+    def evaluator() -> dict[str, float]:
+        metrics, hyps = task.evaluate_with_hypotheses(model)
+        log.append(hyps)
+        return metrics
+
+    swept = corruption_sweep(model, named, g, eps_values=eps_list, n_values=[None], p=p, methods=["gradient"],
+                             evaluator=evaluator)
+    if len(log) != len(swept) + 1:  # the clean evaluation, then one per row
+        raise RuntimeError(f"expected {len(swept) + 1} evaluations, recorded {len(log)}")
+    out = [{"eps": math.nan, "bleu": float(swept.iloc[0]["base_bleu"]), "loss": float(swept.iloc[0]["base_loss"]),
+            "hypotheses": log[0]}]
+    for (_, row), hyps in zip(swept.iterrows(), log[1:]):
+        out.append({"eps": float(row["eps"]), "bleu": float(row["bleu"]), "loss": float(row["loss"]),
+                    "hypotheses": hyps})
+    for record in out:  # the recorded translations are the scored ones
+        if not math.isclose(corpus_bleu(record["hypotheses"], task.eval_references), record["bleu"], abs_tol=1e-9):
+            raise RuntimeError("the recorded translations do not reproduce the sweep's BLEU")
+    return out
+
+
 # --------------------------------------------------------------------------- task
 class DeEnTranslationTask(Task):
     """Sun et al.'s De-En column as a :class:`paramstress.tasks.Task` (see the module docstring).
@@ -595,6 +638,22 @@ class DeEnTranslationTask(Task):
         self._eval = [collate([esrc[i] for i in b], [etgt[i] for i in b], self.dictionary, self.device)
                       for b in token_batches(self.eval_src, self.eval_tgt, max_tokens, max_positions=10**9)]
 
+    def with_eval_samples(self, eval_samples: int | None) -> "DeEnTranslationTask":
+        """The same task (data, models, identity) evaluating the first ``eval_samples`` pairs
+        of its evaluation split instead (``None``: all of them); a shallow copy, nothing rebuilt."""
+        if eval_samples is not None and (isinstance(eval_samples, bool) or not isinstance(eval_samples, int)
+                                         or eval_samples < 1):
+            raise ValueError(f"eval_samples must be a positive integer or None (the whole split), got {eval_samples!r}")
+        other = copy.copy(self)
+        esrc, etgt = self.corpus.encode(self.eval_split)
+        n = len(esrc) if eval_samples is None else min(eval_samples, len(esrc))
+        other.eval_samples = eval_samples
+        other.eval_src, other.eval_tgt = esrc[:n], etgt[:n]
+        other.eval_references = self.corpus.references[self.eval_split][:n]
+        other._eval = [collate([esrc[i] for i in b], [etgt[i] for i in b], self.dictionary, self.device)
+                       for b in token_batches(other.eval_src, other.eval_tgt, self.max_tokens, max_positions=10**9)]
+        return other
+
     # ----------------------------------------------------------------- model and data
     def build_model(self, seed: int) -> nn.Module:
         """fairseq's ``TransformerModel`` (``transformer_iwslt_de_en`` + overrides) from ``seed``."""
@@ -628,6 +687,12 @@ class DeEnTranslationTask(Task):
         corpus BLEU of the beam-search translations (a batch whose generation raises
         counts as empty translations) and the teacher-forced NLL per reference token
         (``inf`` when any logit is not finite)."""
+        return self.evaluate_with_hypotheses(model)[0]
+
+    def evaluate_with_hypotheses(self, model: nn.Module) -> tuple[dict[str, float], list[str]]:
+        """:meth:`evaluate` and the translations it scored, one detokenised string per
+        evaluated pair in the split's order (what a paired bootstrap over sentences needs,
+        :func:`paramstress.bootstrap.paired_bootstrap_bleu`)."""
         # no_grad, not inference_mode: fairseq caches tensors made here (the decoder's future mask)
         # and reuses them in later gradient passes, where inference tensors are refused
         with _eval_mode(model), torch.no_grad():
@@ -647,7 +712,7 @@ class DeEnTranslationTask(Task):
             hyps, _ = translate(model, self.eval_src, self.dictionary, self.corpus.decode, beam=self.beam,
                                 max_len_a=self.max_len_a, max_len_b=self.max_len_b,
                                 batch_size=self.eval_batch_size, device=self.device)
-        return {"bleu": corpus_bleu(hyps, self.eval_references), "loss": loss}
+        return {"bleu": corpus_bleu(hyps, self.eval_references), "loss": loss}, hyps
 
     def reference_scores(self) -> dict[str, float]:
         """BLEU of a trivial baseline on the evaluated pairs: the German source copied as the

@@ -248,3 +248,49 @@ def test_fig4_probe_of_a_translation_task_scores_bleu(toy_task):
     assert (frame["drop"] == frame["base_bleu"] - frame["bleu"]).all()
     assert set(frame["group"]) == {"fc", "embedding", "attention", "layernorm"}
     assert (frame.loc[frame.eps == 50.0, "loss_change"] > 0).any()
+
+
+def test_corrupted_translations_are_the_scored_ones(toy_task):
+    """The recorded translations reproduce the BLEU of each row, the clean row is the plain
+    evaluation, and the rows equal tasks.task_corrupted_scores' (same corruption)."""
+    from paramstress import bootstrap as B
+    from paramstress import tasks as TK
+
+    task = toy_task
+    model = task.build_model(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = T.corrupted_translations(task, model, eps_values=[0.05, 5.0])
+    assert [r["eps"] for r in rows[1:]] == [0.05, 5.0] and math.isnan(rows[0]["eps"])
+    metrics, hyps = task.evaluate_with_hypotheses(model)
+    assert rows[0]["hypotheses"] == hyps and rows[0]["bleu"] == metrics["bleu"] == task.evaluate(model)["bleu"]
+    assert len(hyps) == len(task.eval_references) == len(TOY_EN)
+    table = TK.task_corrupted_scores(task, model, eps_values=[0.05, 5.0])
+    assert [r["bleu"] for r in rows] == pytest.approx(table["bleu"].tolist(), abs=1e-12)
+    for r in rows:
+        assert B.bleu_from_statistics(B.bleu_statistics(r["hypotheses"], task.eval_references)) == \
+            pytest.approx(r["bleu"], abs=1e-9)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="eps_values is empty"):
+        T.corrupted_translations(task, model, eps_values=[])
+
+
+def test_translation_significance_on_the_toy_task(toy_task):
+    from paramstress import bootstrap as B
+
+    task = toy_task.with_eval_samples(5)
+    assert len(task.eval_references) == 5 and len(toy_task.eval_references) == len(TOY_EN)
+    assert task.identity() == toy_task.identity()
+    models = {("baseline", 0): toy_task.build_model(3), ("resistant", 0): toy_task.build_model(4)}
+    frame = B.translation_significance(task, models, [0.05], samples=None, resamples=100, seed=1)
+    assert frame["eps"].isna().tolist() == [True, False] and (frame["n"] == len(TOY_EN)).all()
+    clean = T.corrupted_translations(toy_task, models[("resistant", 0)], eps_values=[0.05])[0]["bleu"]
+    assert frame["system"].iloc[0] == pytest.approx(clean, abs=1e-9)  # the whole split, as evaluate scores it
+    same = B.translation_significance(task, {("baseline", 0): models[("baseline", 0)],
+                                             ("resistant", 0): models[("baseline", 0)]}, [0.05], resamples=100)
+    assert (same["gain"] == 0).all() and (same["n"] == 5).all() and not same["holds"].any()
+    with pytest.raises(ValueError, match=r"no model for \[\('baseline', 1\), \('resistant', 1\)\]"):
+        B.translation_significance(task, models, [0.05], seeds=[0, 1], resamples=100)
+    with pytest.raises(ValueError, match="samples must be"):
+        B.translation_significance(task, models, [0.05], samples=1)
+    with pytest.raises(ValueError, match="DeEnTranslationTask"):
+        B.translation_significance(object(), models, [0.05])
