@@ -63,6 +63,7 @@ __all__ = [
     "label_scores",
     "tag_columns",
     "REFERENCES",
+    "check_reference",
     "removable_layers",
     "label_counts",
     "reference_grid",
@@ -83,7 +84,9 @@ REFERENCES: tuple[str, ...] = ("own", "clean", "chance", "first", "unperturbed")
 REMOVABLE = "removable"
 
 
-def _check_reference(reference: Any, chance: Any) -> None:
+def check_reference(reference: Any, chance: Any) -> None:
+    """``ValueError`` naming the fix unless ``reference`` is one of :data:`REFERENCES` and
+    ``chance`` (the chance accuracy in %) is given exactly when it is ``"chance"``."""
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if reference == "chance":
@@ -162,7 +165,7 @@ def responses(frame: pd.DataFrame, *, reference: str = "own", chance: float | No
     undefined: NaN, and so are the scores of that curve (with ``"chance"``: where the
     reference is not above chance).
     """
-    _check_reference(reference, chance)
+    check_reference(reference, chance)
     need = {"layer", "filter", "t", "T", "lam", "baseline", "clean_accuracy", "adv_accuracy",
             "clean_reference", "adv_reference"}
     missing = sorted(need - set(frame.columns))
@@ -390,12 +393,12 @@ def reference_grid(frame: pd.DataFrame, *, references: Sequence[str] = ("own", "
             if lacking:
                 raise ValueError(f"chance has no value for data sets {lacking}: give 100 / classes for each")
             for v in chance.values():
-                _check_reference("chance", v)
+                check_reference("chance", v)
         else:
-            _check_reference("chance", chance)
+            check_reference("chance", chance)
     for r in references:
         if r != "chance":
-            _check_reference(r, None)
+            check_reference(r, None)
     removable = removable_layers(frame, tolerance=removable_tolerance)
     parts = []
     for r in references:

@@ -472,7 +472,9 @@ class DeltaPhiScorer:
     (:func:`paramstress.filtering.filter_sweep`, three filters, ``T`` thresholds,
     clean and FGSM-``eps`` inputs), the scores of Eqs. 14-16
     (:func:`paramstress.fragility.scores`), and Δφ of the ``filter`` response
-    (default ``"combined"``, Eq. 13) per layer.
+    (default ``"combined"``, Eq. 13) per layer. ``reference`` and ``chance`` (the chance
+    accuracy in %, for ``reference="chance"``) choose what each response is divided by
+    (:func:`paramstress.fragility.responses`).
 
     ``x``/``y``: the evaluation set on the model's device (``uint8`` images with
     ``transform=ImageData.normalize``, or normalised floats). ``tags`` are added to
@@ -487,9 +489,9 @@ class DeltaPhiScorer:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, eps: float, T: int = 25,
                  filters: Sequence[str] = FL.FILTERS, adversarial: str = "fixed", transform: Any = None,
-                 batch_size: int = 1000, reference: str = "unperturbed", filter: str = FR.COMBINED,
-                 tags: Mapping[str, Any] | None = None, csv_path: str | os.PathLike[str] | None = None,
-                 cache: bool = False) -> None:
+                 batch_size: int = 1000, reference: str = "own", chance: float | None = None,
+                 filter: str = FR.COMBINED, tags: Mapping[str, Any] | None = None,
+                 csv_path: str | os.PathLike[str] | None = None, cache: bool = False) -> None:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
             raise ValueError(f"eps must be a positive FGSM size (Δφ needs adversarial accuracies), got {eps!r}")
         FL._check_T(T)
@@ -502,12 +504,11 @@ class DeltaPhiScorer:
             raise ValueError(f"filter {filter!r} is not among the swept filters {list(filters)}")
         if adversarial not in FL.ADVERSARIAL_MODES:
             raise ValueError(f"adversarial must be one of {FL.ADVERSARIAL_MODES}, got {adversarial!r}")
-        if reference not in FR.REFERENCES:
-            raise ValueError(f"reference must be one of {FR.REFERENCES}, got {reference!r}")
+        FR.check_reference(reference, chance)
         self.x, self.y = x, y
         self.eps, self.T, self.filters = float(eps), int(T), tuple(filters)
         self.adversarial, self.transform, self.batch_size = adversarial, transform, batch_size
-        self.reference, self.filter = reference, filter
+        self.reference, self.chance, self.filter = reference, chance, filter
         self.tags = dict(tags or {})
         if "epoch" in self.tags:
             raise ValueError("tags may not contain 'epoch': the scorer adds it")
@@ -533,7 +534,7 @@ class DeltaPhiScorer:
                                     batch_size=self.batch_size, tags=tags, csv_path=self.csv_path)
         # a resumed CSV reads numeric module names (nn.Sequential's "0", "4") back as ints
         frame = frame.assign(layer=frame["layer"].astype(str))
-        table = FR.scores(frame, reference=self.reference)
+        table = FR.scores(frame, reference=self.reference, chance=self.chance)
         self.sweeps.append(frame)
         self.tables.append(table)
         chosen = table[table["filter"] == self.filter].set_index("layer")["delta_phi"]

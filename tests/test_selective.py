@@ -218,6 +218,22 @@ def test_delta_phi_scorer_checks_its_settings(data: ImageData):
         S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.1, T=2)
     with pytest.raises(ValueError, match="epoch"):
         S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.1, tags={"epoch": 3})
+    with pytest.raises(ValueError, match="needs chance="):
+        S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.1, reference="chance")
+
+
+def test_delta_phi_scorer_chance_reference_and_regenerated_examples(data: ImageData):
+    model = training.train(None, data, parent_config(keep_epochs=()), device="cpu", progress=False).model
+    chance = 100.0 / data.num_classes
+    scorer = S.DeltaPhiScorer(data.test_x, data.test_y, eps=0.2, T=3, transform=data.normalize, batch_size=64,
+                              adversarial="regenerate", reference="chance", chance=chance)
+    scores = scorer(model, 1)
+    frame = FL.filter_sweep(model, data.test_x, data.test_y, scopes=list(scores), T=3, eps=0.2,
+                            adversarial="regenerate", transform=data.normalize, batch_size=64)
+    expected = FR.scores(frame, reference="chance", chance=chance).query("filter == 'combined'")
+    assert scores == pytest.approx(expected.set_index("layer")["delta_phi"].to_dict(), abs=1e-12, nan_ok=True)
+    own = FR.scores(frame).query("filter == 'combined'").set_index("layer")["delta_phi"].to_dict()
+    assert scores != pytest.approx(own, abs=1e-12, nan_ok=True)
 
 
 # ----------------------------------------------------------------------------- Fig. 12 curves
