@@ -21,7 +21,9 @@
 The networks of Pravin et al. (2023) are torchvision's untrained ImageNet-style
 ``resnet18``, ``resnet50``, ``squeezenet1_1``, ``shufflenet_v2_x1_0`` (the paper's
 choice) and ``shufflenet_v2_x0_5`` (what its code trains), used unchanged on
-28×28 and 32×32 images (see :func:`torchvision_net`).
+28×28 and 32×32 images (see :func:`torchvision_net`; one initialisation choice differs
+from torchvision's: SqueezeNet 1.1's classifier bias starts at 1, not 0, without which
+the paper's training collapses it to one class).
 
 The CIFAR ResNets are torchvision's own ``ResNet``/``BasicBlock`` with only the
 stem changed, so their parameter names (``conv1.weight``, ``layer3.2.bn1.bias``,
@@ -30,6 +32,7 @@ per-component analyses (Sun et al., Fig. 4) read both in the same terms.
 """
 from __future__ import annotations
 
+import math
 import os
 import urllib.error
 from typing import Any, Callable
@@ -44,6 +47,7 @@ from .data import offline
 
 __all__ = [
     "MODEL_NAMES",
+    "SQUEEZENET_FINAL_BIAS",
     "WeightsUnavailable",
     "build_model",
     "imagenet_weights_path",
@@ -264,6 +268,10 @@ def resnet34_imagenet(
 
 
 # --------------------------------------------------------------------------- torchvision ImageNet-style nets
+#: The bias SqueezeNet 1.1's final (classifier) convolution starts at; torchvision's is 0,
+#: which lets the ReLU after it silence every class logit for good under the paper's
+#: training (see :func:`torchvision_net`).
+SQUEEZENET_FINAL_BIAS = 1.0
 #: Smallest square input each ImageNet-style net accepts (SqueezeNet's unpadded
 #: stride-2 stem and three ceil-mode max-pools leave nothing of a 16×16 image).
 _MIN_IMAGE_SIZE = {"squeezenet1_1": 17}
@@ -277,7 +285,9 @@ _FIRST_CONV = {
 }
 
 
-def torchvision_net(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+def torchvision_net(
+    name: str, num_classes: int, in_channels: int, image_size: int, *, final_bias: float | None = None
+) -> nn.Module:
     """An untrained torchvision ImageNet-style classifier, as Pravin et al. (2023) train it.
 
     The networks of Pravin et al., "Fragility, robustness and antifragility in deep
@@ -295,7 +305,8 @@ def torchvision_net(name: str, num_classes: int, in_channels: int, image_size: i
       Architecture Design", ECCV 2018.
 
     They are torchvision's implementations with ``weights=None`` and ``num_classes``
-    set, with torchvision's own initialisation (as in the official code; the paper's
+    set, with torchvision's own initialisation (except SqueezeNet 1.1's classifier bias,
+    below) (as in the official code; the paper's
     text says "Kaiming uniform", which is PyTorch's default for convolutions and
     torchvision's choice for SqueezeNet, while torchvision's ResNets use
     Kaiming-normal), used **unchanged on 28×28/32×32
@@ -313,9 +324,42 @@ def torchvision_net(name: str, num_classes: int, in_channels: int, image_size: i
     SqueezeNet 1.1 works on 28×28 unchanged (feature maps 13 → 6 → 3 → 1 through
     its ceil-mode max-pools; 32×32: 15 → 7 → 3 → 1) and needs ``image_size >= 17``
     (checked); the other four accept any size.
+
+    **SqueezeNet 1.1's classifier bias starts at** ``final_bias`` (default
+    :data:`SQUEEZENET_FINAL_BIAS` = 1.0; torchvision starts it at 0). Its classifier is
+    dropout → 1×1 convolution → **ReLU** → global average pool, so every class logit is
+    ``max(0, w·f + b)``. torchvision draws the final convolution's weights from
+    N(0, 0.01) and sets ``b = 0``, so about half the logits start at 0 on any input, and
+    with Adam at 1e-3 (§4.3) the cross-entropy pushes every class's pre-activation down on
+    the other classes' images faster than the class's own images push it up: once it is
+    negative on every input its ReLU passes no gradient and the class is never predicted
+    again. Trained as the paper trains it on 28×28/32×32 images, all ten logits die within
+    ~100 steps on MNIST and CIFAR-10 (constant output, one class predicted, 10.4 % on the
+    published score_landscapes page; measured on the CPU with ``scripts/squeezenet_collapse.py``).
+    With the bias at 1 every logit starts active on every input (the pre-activations
+    ``w·f`` start with a spread of about 0.4), each class gets the gradient of its own images
+    from the first steps, and the same training learns all ten classes (reduced sizes on the
+    CPU, seeds 0 and 1, 6,000 images × 3 epochs: MNIST 10.4 % / 10.4 % → 88.9 % / 82.9 %;
+    CIFAR-10 10,000 × 6: 10.4 % / 27.3 % → 35.0 % / 35.4 %; the list is in the script's
+    docstring). A bias of 0.1 still collapsed on MNIST, 0.5 did not; giving the final
+    convolution Kaiming-uniform weights like the others (the paper's "Kaiming uniform" read
+    literally), PyTorch's default init, a 10× or 3× lower learning rate or a 100-step
+    warm-up each left some or all classes dead. This is an initialisation choice, not an
+    architectural one: the layers, the ReLU and the weights' initialisation (torchvision's:
+    Kaiming-uniform, N(0, 0.01) for the final convolution) are unchanged, the paper states
+    only that weights are Kaiming-uniform, not how biases start, and filtering never touches
+    biases. ``final_bias=0.0`` gives torchvision's initialisation exactly (the collapsing
+    one); ``final_bias`` is only accepted for ``squeezenet1_1``. The training cache key
+    (:func:`paramstress.training.config_hash`) does not see it: a checkpoint trained before
+    this default (or with another ``final_bias``) under the same config is read back as is.
     """
     if name not in _FIRST_CONV:
         raise ValueError(f"unknown torchvision net {name!r}; valid: {', '.join(_FIRST_CONV)}")
+    if final_bias is not None:
+        if name != "squeezenet1_1":
+            raise ValueError(f"final_bias is an option of squeezenet1_1 only, not of {name}")
+        if not isinstance(final_bias, (int, float)) or isinstance(final_bias, bool) or not math.isfinite(final_bias):
+            raise ValueError(f"final_bias must be a finite number, got {final_bias!r}")
     minimum = _MIN_IMAGE_SIZE.get(name, 1)
     if image_size < minimum:
         raise ValueError(
@@ -337,12 +381,15 @@ def torchvision_net(name: str, num_classes: int, in_channels: int, image_size: i
             nn.init.kaiming_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
         setattr(parent, attr, conv)
+    if name == "squeezenet1_1":
+        # after every random draw, so the weights are torchvision's for any final_bias
+        nn.init.constant_(model.classifier[1].bias, SQUEEZENET_FINAL_BIAS if final_bias is None else final_bias)
     return model
 
 
 def _torchvision_builder(name: str) -> Callable[..., nn.Module]:
-    def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-        return torchvision_net(name, num_classes, in_channels, image_size)
+    def build(num_classes: int, in_channels: int, image_size: int, **options: Any) -> nn.Module:
+        return torchvision_net(name, num_classes, in_channels, image_size, **options)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"torchvision's {name} (see :func:`torchvision_net`)."
@@ -379,7 +426,8 @@ def build_model(
     ``seed``, when given, makes the random initialisation reproducible without
     touching the caller's global random state (the init runs in a forked RNG).
     ``options`` go to the builder: ``width`` for ``small_cnn``, ``weights``
-    and ``progress`` for ``resnet34_imagenet``. An unknown ``name`` raises ``ValueError``
+    and ``progress`` for ``resnet34_imagenet``, ``final_bias`` for ``squeezenet1_1``
+    (see :func:`torchvision_net`). An unknown ``name`` raises ``ValueError``
     listing the valid names.
     """
     if name not in _BUILDERS:

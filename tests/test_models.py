@@ -206,6 +206,7 @@ def test_torchvision_net_builds_and_runs(name: str, channels: int, size: int) ->
 
 @pytest.mark.parametrize("name", TORCHVISION_NETS)
 def test_torchvision_net_three_channels_is_torchvision_unchanged(name: str) -> None:
+    """torchvision's model and init, bit for bit, except SqueezeNet 1.1's classifier bias (1, not 0)."""
     import torchvision
 
     ours = models.build_model(name, 7, 3, 32, seed=4)
@@ -213,7 +214,68 @@ def test_torchvision_net_three_channels_is_torchvision_unchanged(name: str) -> N
         torch.manual_seed(4)
         reference = getattr(torchvision.models, name)(weights=None, num_classes=7)
     a, b = ours.state_dict(), reference.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    changed = {"classifier.1.bias"} if name == "squeezenet1_1" else set()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k not in changed)
+    for k in changed:
+        assert torch.equal(b[k], torch.zeros(7)) and torch.equal(a[k], torch.ones(7))
+
+
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_squeezenet_classifier_init(channels: int, size: int) -> None:
+    """The final 1×1 convolution keeps torchvision's N(0, 0.01) weights; its bias starts at
+    SQUEEZENET_FINAL_BIAS = 1 (every class logit active at the start); final_bias=0 gives
+    torchvision's init exactly, weights included."""
+    model = models.build_model("squeezenet1_1", 10, channels, size, seed=3)
+    final = model.classifier[1]
+    assert isinstance(final, nn.Conv2d) and final.kernel_size == (1, 1) and tuple(final.weight.shape) == (10, 512, 1, 1)
+    assert isinstance(model.classifier[2], nn.ReLU)  # the architecture is unchanged
+    assert models.SQUEEZENET_FINAL_BIAS == 1.0
+    assert torch.equal(final.bias.detach(), torch.ones(10))
+    w = final.weight.detach()
+    assert 0.008 < float(w.std()) < 0.012 and abs(float(w.mean())) < 0.002
+    # the other convolutions: torchvision's Kaiming-uniform (bound sqrt(6 / fan_in)), zero bias
+    fire = model.features[3].squeeze
+    assert float(fire.weight.abs().max()) <= (6 / (64 * 1 * 1)) ** 0.5 and torch.equal(fire.bias.detach(), torch.zeros(16))
+    torchvision_init = models.build_model("squeezenet1_1", 10, channels, size, seed=3, final_bias=0.0)
+    a, b = model.state_dict(), torchvision_init.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "classifier.1.bias")
+    assert torch.equal(b["classifier.1.bias"], torch.zeros(10))
+    assert torch.equal(
+        models.build_model("squeezenet1_1", 10, channels, size, seed=3, final_bias=0.25).classifier[1].bias.detach(),
+        torch.full((10,), 0.25),
+    )
+
+
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_squeezenet_logits_start_active(channels: int, size: int) -> None:
+    """With the bias at 1 every class logit is positive on (nearly) every input at the start;
+    with torchvision's 0 about half of them are silenced by the classifier's ReLU."""
+    x = torch.randn(64, channels, size, size)
+    with torch.no_grad():
+        ours = models.build_model("squeezenet1_1", 10, channels, size, seed=0).eval()(x)
+        tv = models.build_model("squeezenet1_1", 10, channels, size, seed=0, final_bias=0.0).eval()(x)
+    assert float((ours > 0).float().mean()) > 0.95
+    assert 0.2 < float((tv > 0).float().mean()) < 0.8
+
+
+@pytest.mark.parametrize("channels,size,sides", [(1, 28, [13, 6, 3, 1]), (3, 32, [15, 7, 3, 1])])
+def test_squeezenet_feature_map_sizes(channels: int, size: int, sides: list[int]) -> None:
+    """Spatial sides after the stem and the three ceil-mode max-pools: never 0, 1×1 at the end."""
+    model = models.build_model("squeezenet1_1", 10, channels, size, seed=0).eval()
+    seen = []
+    for i in (0, 2, 5, 8):
+        model.features[i].register_forward_hook(lambda m, inp, out: seen.append(out.shape[-1]))
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, size, size))
+    assert seen == sides and out.shape == (2, 10)
+
+
+def test_final_bias_is_a_squeezenet_option() -> None:
+    with pytest.raises(ValueError, match="squeezenet1_1 only"):
+        models.build_model("resnet18", 10, 1, 28, final_bias=1.0)
+    with pytest.raises(ValueError, match="finite number"):
+        models.build_model("squeezenet1_1", 10, 1, 28, final_bias=float("nan"))
+    assert models.build_model("resnet18", 10, 1, 28, seed=0) is not None  # no option: fine
 
 
 @pytest.mark.parametrize("name", TORCHVISION_NETS)
