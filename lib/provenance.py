@@ -151,3 +151,33 @@ class Run:
         from IPython.display import Markdown
 
         return Markdown(self.markdown())
+
+
+def published_table(notebook: str, contains: str) -> "pd.DataFrame":
+    """The table a committed executed page printed: the HTML output of the one code cell of
+    ``book/<notebook>.ipynb`` whose source contains ``contains``, read by
+    :func:`pandas.read_html`, a two-row pivot header flattened to one name per column (the
+    index names, then the column values as text). For pages that were
+    executed elsewhere (a GPU) and whose CSVs lack a quantity their tables show. Fails, naming
+    the cells, when no cell or more than one matches or the cell printed no table."""
+    import io
+    import json
+
+    import pandas as pd
+
+    path = profiles.repo_root() / "book" / f"{notebook}.ipynb"
+    if not path.exists():
+        raise FileNotFoundError(f"no executed page {path}")
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    hits = [c for c in cells if contains in "".join(c["source"])]
+    if len(hits) != 1:
+        raise ValueError(f"{len(hits)} code cells of {path.name} contain {contains!r}; give a text that "
+                         "names exactly one")
+    html = [o["data"]["text/html"] for o in hits[0].get("outputs", []) if "text/html" in o.get("data", {})]
+    if not html:
+        raise ValueError(f"the cell of {path.name} containing {contains!r} printed no table")
+    text = html[-1] if isinstance(html[-1], str) else "".join(html[-1])
+    table = pd.read_html(io.StringIO(text))[0]
+    if isinstance(table.columns, pd.MultiIndex):  # a pivot's header: index names below, column values above
+        table.columns = [[str(x) for x in col if not str(x).startswith("Unnamed")][-1] for col in table.columns]
+    return table
