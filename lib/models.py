@@ -48,6 +48,7 @@ from .data import offline
 __all__ = [
     "MODEL_NAMES",
     "SQUEEZENET_FINAL_BIAS",
+    "INIT_REVISIONS",
     "WeightsUnavailable",
     "build_model",
     "imagenet_weights_path",
@@ -272,6 +273,11 @@ def resnet34_imagenet(
 #: which lets the ReLU after it silence every class logit for good under the paper's
 #: training (see :func:`torchvision_net`).
 SQUEEZENET_FINAL_BIAS = 1.0
+#: Models whose initialisation changed after checkpoints of them may have been cached: the
+#: revision is part of :func:`paramstress.training.config_hash` for these models only, so a
+#: checkpoint trained from the old initialisation is never loaded for the new one (the keys of
+#: every other model are unchanged).
+INIT_REVISIONS: dict[str, str] = {"squeezenet1_1": f"final_bias={SQUEEZENET_FINAL_BIAS}"}
 #: Smallest square input each ImageNet-style net accepts (SqueezeNet's unpadded
 #: stride-2 stem and three ceil-mode max-pools leave nothing of a 16×16 image).
 _MIN_IMAGE_SIZE = {"squeezenet1_1": 17}

@@ -534,7 +534,8 @@ def config_hash(cfg: TrainConfig, data: ImageData) -> str:
     """A stable 20-hex-digit key: the config, the dataset's identity and the checkpoint format.
 
     Stable across processes and machines (canonical JSON, SHA-256); it changes when
-    any config field, the dataset's name or checksum, or the split sizes change.
+    any config field, the dataset's name or checksum, or the split sizes change, and for
+    the models of :data:`paramstress.models.INIT_REVISIONS` with their initialisation.
     Note ``1`` and ``1.0`` are different JSON values: keep field types consistent.
 
     Fields that cannot affect the run are left out: ``optimizer``,
@@ -555,6 +556,8 @@ def config_hash(cfg: TrainConfig, data: ImageData) -> str:
         "config": config,
         "data": _data_identity(data),
     }
+    if cfg.model in models.INIT_REVISIONS:  # an initialisation changed since older checkpoints
+        payload["init"] = models.INIT_REVISIONS[cfg.model]
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

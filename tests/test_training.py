@@ -590,6 +590,18 @@ def test_existing_config_hashes_are_unchanged(label: str) -> None:
     assert config_hash(explicit, make_data(checksum="abc")) == expected
 
 
+def test_a_changed_initialisation_changes_only_that_models_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make_data(checksum="abc")
+    squeeze = TrainConfig(model="squeezenet1_1")
+    before = config_hash(squeeze, d)
+    monkeypatch.setitem(models.INIT_REVISIONS, "squeezenet1_1", "final_bias=0.0")
+    assert config_hash(squeeze, d) != before
+    monkeypatch.delitem(models.INIT_REVISIONS, "squeezenet1_1")
+    plain = config_hash(squeeze, d)
+    assert plain not in (before,)
+    assert config_hash(TrainConfig(), d) == HASHES_BEFORE_NEW_FIELDS["default"][0]
+
+
 def test_adam_ignores_momentum_and_constant_ignores_warmup() -> None:
     d = make_data(checksum="abc")
     adam = TrainConfig(optimizer="adam", momentum=0.0, nesterov=True)  # no complaint: Adam has no momentum
