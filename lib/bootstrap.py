@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .stats import holm
+
 __all__ = [
     "bleu_statistics",
     "bleu_from_statistics",
@@ -282,8 +284,10 @@ def text_claim_verdicts(claims: pd.DataFrame, tasks: Mapping[str, Any], claim: M
     ``claims``: :func:`paramstress.resistant.resistance_claim` rows with a ``task`` column
     (the task's label); ``tasks``: ``{key: Task}``; ``significance``: ``{key: frame of
     :func:`translation_significance`}``. Where a task has one, its verdict per ε is the
-    bootstrap's (the interval of the gain lies above 0, clean cost within the limit), stated
-    with n, resamples, the mean gain, the interval and the p-value; otherwise the point
+    bootstrap's: the one-sided p-value, Holm-adjusted over the task's claim ε
+    (:func:`paramstress.stats.holm`, as resistant_training adjusts its t-tests), below the
+    bootstrap's ``alpha`` and the clean cost within the limit, stated with n, resamples, the
+    gain, the interval and both p-values; otherwise the point
     comparison of ``resistance_claim`` is stated as what it is (one seed: no test)."""
     significance = dict(significance or {})
     unknown = sorted(set(significance) - set(tasks))
@@ -321,22 +325,25 @@ def text_claim_verdicts(claims: pd.DataFrame, tasks: Mapping[str, Any], claim: M
         if missing:
             raise ValueError(f"{task.label}: no bootstrap at ε {missing}; pass those ε to translation_significance")
         clean = by_eps.loc[-1.0]
+        alpha = float(sig.iloc[0]["alpha"])
+        adjusted = holm([float(by_eps.loc[float(e), "p_value"]) for e in part["eps"]])
         held, pieces = 0, []
-        for _, row in part.iterrows():
+        for (_, row), p_adj in zip(part.iterrows(), adjusted):
             b = by_eps.loc[float(row["eps"])]
             cost = -float(clean["gain"])
-            ok = bool(b["holds"]) and cost <= max_cost
+            significant = bool(p_adj < alpha)
+            ok = significant and cost <= max_cost
             held += ok
             if ok:
                 outcome = "holds"
-            elif b["holds"]:
+            elif significant:
                 outcome = "a gain, but the clean cost is above the limit"
             elif b["ci_high"] < 0:
                 outcome = "the baseline is better"
             else:
                 outcome = "within the noise"
             pieces.append(f"ε = {row['eps']:g}: {b['gain']:+.2f} {unit} [{b['ci_low']:+.2f}, {b['ci_high']:+.2f}], "
-                          f"p = {b['p_value']:.3g} ({outcome})")
+                          f"p = {b['p_value']:.3g}, Holm {p_adj:.3g} ({outcome})")
         held_of[key] = f"{held} of {len(part)}"
         first = sig.iloc[0]
         level = round(100 * (1 - float(first["alpha"])))
@@ -344,7 +351,8 @@ def text_claim_verdicts(claims: pd.DataFrame, tasks: Mapping[str, Any], claim: M
             f"- **{task.label}**: the claim holds at {held} of {len(part)} ε where the baseline loses at least "
             f"{min_drop} {unit}, by a paired bootstrap over the {int(first['n'])} test sentences "
             f"({int(first['resamples'])} resamples, {int(first['seeds'])} seed{'s' if first['seeds'] > 1 else ''}; "
-            f"gain of corpus BLEU, its {level} % interval and one-sided p; it holds where the interval lies above 0 "
-            f"and the clean cost is at most {max_cost}): " + "; ".join(pieces) +
+            f"gain of corpus BLEU, its {level} % interval and one-sided p; it holds where the p-value, Holm-adjusted "
+            f"over the {len(part)} ε, is below α = {alpha:g} and the clean cost is at most {max_cost}): "
+            + "; ".join(pieces) +
             f". Clean: {clean['gain']:+.2f} {unit} [{clean['ci_low']:+.2f}, {clean['ci_high']:+.2f}].")
     return "\n".join(lines), held_of

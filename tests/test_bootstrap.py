@@ -122,13 +122,19 @@ def test_verdicts_use_the_bootstrap_where_given():
     text, held = B.text_claim_verdicts(claims, tasks, {"ptb-lm": [0.1, 1.0], "de-en": [1.0, 5.0]}, {"de-en": sig})
     assert held == {"ptb-lm": "1 of 1", "de-en": "1 of 2"}
     assert "one seed, no test" in text and "100 test sentences" in text and "1000 resamples" in text
-    assert "ε = 0.5: +0.50 BLEU [+0.10, +0.90], p = 0.01 (holds)" in text
-    assert "ε = 1: +0.10 BLEU [-0.20, +0.40], p = 0.3 (within the noise)" in text
+    # Holm over the two ε: sorted 0.01 × 2 = 0.02, then max(0.02, 0.3 × 1) = 0.3
+    assert "ε = 0.5: +0.50 BLEU [+0.10, +0.90], p = 0.01, Holm 0.02 (holds)" in text
+    assert "ε = 1: +0.10 BLEU [-0.20, +0.40], p = 0.3, Holm 0.3 (within the noise)" in text
+    assert "Holm-adjusted over the 2 ε, is below α = 0.05" in text
+    # two one-sided p of 0.03 and 0.04: each below 0.05 alone, Holm 0.06 and 0.06: neither holds
+    close = sig.assign(p_value=[0.2, 0.03, 0.04], ci_low=[-0.5, 0.01, 0.01], holds=[False, True, True])
+    text, held = B.text_claim_verdicts(claims, tasks, {"ptb-lm": [0.1, 1.0], "de-en": [1.0, 5.0]}, {"de-en": close})
+    assert held["de-en"] == "0 of 2" and "p = 0.03, Holm 0.06 (within the noise)" in text
     # a clean cost above the limit fails an ε whose interval is above 0
     costly = sig.assign(gain=[-6.0, 0.5, 0.1])
     text, held = B.text_claim_verdicts(claims, tasks, {"ptb-lm": [0.1, 1.0], "de-en": [1.0, 5.0]}, {"de-en": costly})
     assert held["de-en"] == "0 of 2" and "clean cost is above the limit" in text
-    reversed_ = sig.assign(ci_high=[1.2, 0.9, -0.05], holds=[False, True, False])
+    reversed_ = sig.assign(ci_high=[1.2, 0.9, -0.05], p_value=[0.2, 0.01, 0.99], holds=[False, True, False])
     text, _ = B.text_claim_verdicts(claims, tasks, {"ptb-lm": [0.1, 1.0], "de-en": [1.0, 5.0]}, {"de-en": reversed_})
     assert "(the baseline is better)" in text
     with pytest.raises(ValueError, match="no bootstrap at ε"):
