@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stats import holm
+from . import stats as ST
 
 __all__ = [
     "bleu_statistics",
@@ -139,11 +139,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be a number in (0, 1) (0.05: a 95 % interval), got {alpha!r}")
-    return float(alpha)
-
 
 def _per_seed(hypotheses: Sequence[str] | Sequence[Sequence[str]], what: str) -> list[list[str]]:
     """One list of strings per seed: a flat list of strings is one seed."""
@@ -166,7 +161,7 @@ def paired_bootstrap_bleu(baseline: Sequence[str] | Sequence[Sequence[str]],
     paired with seed ``i`` of the other). All input is checked before any scoring."""
     resamples = _check_int("resamples", resamples, 100)
     seed = _check_int("seed", seed, 0)
-    alpha = _check_alpha(alpha)
+    alpha = ST.check_alpha(alpha)
     base_sets, sys_sets = _per_seed(baseline, "baseline"), _per_seed(system, "system")
     refs = list(references)
     if len(base_sets) != len(sys_sets):
@@ -236,7 +231,7 @@ def translation_significance(task: Any, models: Mapping[tuple[str, int], Any], e
         raise ValueError(f"eps_values must be positive corruption sizes, got {list(eps_values)}")
     _check_int("resamples", resamples, 100)
     _check_int("seed", seed, 0)
-    _check_alpha(alpha)
+    ST.check_alpha(alpha)
     if not eps_list:  # the baseline never lost enough: nothing to test
         return pd.DataFrame()
     decoded = {(t, s): corrupted_translations(task, models[(t, s)], eps_values=eps_list, p=p)
@@ -326,7 +321,7 @@ def text_claim_verdicts(claims: pd.DataFrame, tasks: Mapping[str, Any], claim: M
             raise ValueError(f"{task.label}: no bootstrap at ε {missing}; pass those ε to translation_significance")
         clean = by_eps.loc[-1.0]
         alpha = float(sig.iloc[0]["alpha"])
-        adjusted = holm([float(by_eps.loc[float(e), "p_value"]) for e in part["eps"]])
+        adjusted = ST.holm([float(by_eps.loc[float(e), "p_value"]) for e in part["eps"]])
         held, pieces = 0, []
         for (_, row), p_adj in zip(part.iterrows(), adjusted):
             b = by_eps.loc[float(row["eps"])]

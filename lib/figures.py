@@ -76,10 +76,10 @@ def fig9_greyed(scores: pd.DataFrame, collapsed: pd.Series, *, global_layer: str
                 ax.set_ylabel(f"{labels.label(m, labels.ARCHS)}\nnormalised score")
             if i == len(models) - 1:
                 ax.set_xlabel("epoch")
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    live = next((ax for ax in axes.flat if ax.get_facecolor()[:3] != plt.matplotlib.colors.to_rgb(_GREY)), None)
-    if live is not None:
-        handles, names = live.get_legend_handles_labels()
+    # the legend from a panel drawn in colour (a collapsed one has grey lines), else the first
+    live = next(((i, j) for i, m in enumerate(models) for j, d in enumerate(datasets)
+                 if not _is_collapsed(collapsed, m, d)), (0, 0))
+    handles, names = axes[live].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", ncol=len(names), bbox_to_anchor=(0.5, 1.02))
     fig.suptitle("Fig. 9: global scores of the combined response (normalised; 0 = robust; grey: collapsed run)",
                  y=1.06)

@@ -69,6 +69,7 @@ from . import filtering as FL
 from . import fragility as FR
 from . import landscape as L
 from . import models, training
+from . import stats as ST
 from .data import ImageData
 
 __all__ = [
@@ -123,11 +124,6 @@ def fragile_layers(scores: Mapping[str, float], tolerance: float = 0.0) -> tuple
     return tuple(name for name, value in scores.items() if float(value) < -float(tolerance))
 
 
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be a number in (0, 1), e.g. 0.05, got {alpha!r}")
-    return float(alpha)
-
 
 def fragile_by_seeds(scores: Mapping[Any, Mapping[str, float]], alpha: float = 0.05) -> tuple[tuple[str, ...], pd.DataFrame]:
     """The layers whose Δφ is below 0 beyond the seeds' noise.
@@ -146,7 +142,7 @@ def fragile_by_seeds(scores: Mapping[Any, Mapping[str, float]], alpha: float = 0
     """
     from scipy import stats as st
 
-    alpha = _check_alpha(alpha)
+    alpha = ST.check_alpha(alpha)
     if not isinstance(scores, Mapping) or len(scores) < MIN_SEEDS:
         n = len(scores) if isinstance(scores, Mapping) else type(scores).__name__
         raise ValueError(f"the 'seeds' rule needs the scores of at least {MIN_SEEDS} seeds ({{seed: {{layer: Δφ}}}}), "
@@ -364,7 +360,7 @@ def selective_backprop_seeds(
         raise ValueError(f"freeze_rule must be one of {FREEZE_RULES} ('seeds': a t-test over the seeds' Δφ; "
                          f"'tolerance': Δφ < -tolerance per seed), got {freeze_rule!r}")
     fragile_layers({}, tolerance)  # validates tolerance
-    alpha = _check_alpha(alpha)
+    alpha = ST.check_alpha(alpha)
     if not isinstance(cfgs, Mapping) or not cfgs:
         raise ValueError("cfgs must be a non-empty mapping {seed: TrainConfig} (the regular parent runs)")
     if not isinstance(scorers, Mapping) or set(scorers) != set(cfgs):
@@ -621,11 +617,8 @@ class PairedDifference:
 def paired_difference(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> PairedDifference:
     """Paired t-test of ``a − b`` (``a[i]`` and ``b[i]`` from the same seed), two-sided, with
     the ``1 − alpha`` interval of the mean difference; at least 2 pairs. Computed by
-    :func:`paramstress.stats.paired_test` (``alternative="two-sided"``) where that module is
-    present, else by ``scipy.stats.ttest_rel`` here with the same rule for equal differences."""
-    from scipy import stats as st
-
-    alpha = _check_alpha(alpha)
+    :func:`paramstress.stats.paired_test` (``alternative="two-sided"``)."""
+    alpha = ST.check_alpha(alpha)
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"a and b must be two equally long sequences of paired values (one per seed), got shapes "
@@ -634,27 +627,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], alpha: float = 0.0
         raise ValueError(f"a paired t-test needs at least 2 pairs (seeds), got {len(x)}: add seeds")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("a and b must be finite numbers")
-    try:
-        from .stats import paired_test
-    except ImportError:  # the shared module is not there: the same test, computed here
-        paired_test = None
-    if paired_test is not None:
-        r = paired_test(x, y, confidence=1.0 - alpha, alternative="two-sided")
-        return PairedDifference(n=r.n, mean=r.mean_difference, sd=r.sd, ci_low=r.ci_low, ci_high=r.ci_high, t=r.t,
-                                p_value=r.p_value, alpha=alpha)
-    d = x - y
-    n, mean, sd = len(d), float(d.mean()), float(d.std(ddof=1))
-    if sd <= 1e-12 * float(np.abs(d).max()):  # equal differences up to rounding
-        sd = 0.0
-    if sd > 0:
-        res = st.ttest_rel(x, y)
-        t, p = float(res.statistic), float(res.pvalue)
-        half = float(st.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
-    else:
-        t = math.copysign(math.inf, mean) if mean else math.nan
-        p, half = (0.0 if mean else 1.0), 0.0
-    return PairedDifference(n=n, mean=mean, sd=sd, ci_low=mean - half, ci_high=mean + half, t=t, p_value=p,
-                            alpha=alpha)
+    r = ST.paired_test(x, y, confidence=1.0 - alpha, alternative="two-sided")
+    return PairedDifference(n=r.n, mean=r.mean_difference, sd=r.sd, ci_low=r.ci_low, ci_high=r.ci_high, t=r.t,
+                            p_value=r.p_value, alpha=alpha)
 
 
 def per_model(fig12: pd.DataFrame) -> pd.DataFrame:
@@ -697,7 +672,7 @@ def fig12_verdicts(fig12: pd.DataFrame, choices: pd.DataFrame, eps: Mapping[str,
     per task: ``dataset``, ``epoch``, ``seeds``, the arms' mean accuracies, ``gain``,
     ``gain_low``, ``gain_high``, ``gain_p``, ``clean_change`` (and its interval and p),
     ``frozen`` (mean layers frozen per segment), ``layers``, ``verdict``."""
-    alpha = _check_alpha(alpha)
+    alpha = ST.check_alpha(alpha)
     names = dict(names or {})
     values = [int(e) for e in epochs]
     if len(values) < 2:

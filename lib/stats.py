@@ -38,6 +38,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = [
+    "check_alpha",
     "ALTERNATIVES",
     "PairedTest",
     "paired_test",
@@ -55,6 +56,14 @@ ALTERNATIVES: dict[str, str] = {
     "less": "one-sided, H1: mean difference < 0",
     "two-sided": "two-sided, H1: mean difference ≠ 0",
 }
+
+def check_alpha(alpha: object) -> float:
+    """``alpha`` (a test's level, ``1 −`` an interval's coverage) as a float in (0, 1), or
+    ``ValueError`` naming the fix."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be a number in (0, 1) (0.05: a 95 % interval), got {alpha!r}")
+    return float(alpha)
+
 
 #: Relative spread under which paired differences count as all equal (see the module docstring).
 EQUAL_TOLERANCE = 1e-9

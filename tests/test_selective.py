@@ -376,16 +376,3 @@ def test_fig12_verdicts_state_the_paired_test():
     assert table.iloc[0]["verdict"] == "above" and "not specific to the attack" in text
     with pytest.raises(ValueError, match="eps has no ε"):
         S.fig12_verdicts(_fig12([31.0] * 3, [30.0] * 3), choices, {}, [1, 2])
-
-
-def test_paired_difference_without_the_stats_module_is_the_same(monkeypatch: pytest.MonkeyPatch):
-    import sys
-
-    cases = [([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]), ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]), ([0.5, 0.2, 0.9], [0.5, 0.4, 0.1])]
-    shared = [S.paired_difference(a, b) for a, b in cases]
-    monkeypatch.setitem(sys.modules, "paramstress.stats", None)  # the import fails: scipy here
-    local = [S.paired_difference(a, b) for a, b in cases]
-    for x, y in zip(shared, local):
-        assert (x.n, x.direction()) == (y.n, y.direction())
-        for field in ("mean", "sd", "ci_low", "ci_high", "p_value"):
-            assert getattr(x, field) == pytest.approx(getattr(y, field), abs=1e-12)
