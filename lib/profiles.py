@@ -1,26 +1,33 @@
 """Run profiles of the book's notebooks, defined in one place: ``params/<notebook>.yml``.
 
-Each file names the notebook's parameters for four profiles and which profile the
-book publishes::
+Each file holds the notebook's default parameters, what each of the four profiles changes,
+which profile the book publishes, and the parameters' schema::
 
     published: local          # the executed copy committed in book/
-    profiles:
+    defaults: {...}           # the notebook's parameters cell (the `local` values)
+    profiles:                 # each profile: only the keys it changes
       ci:    {...}            # seconds on a CPU: the nbval regression copies
-      local: {...}            # the default main job on a 2-core CPU
+      local: {}               # the default main job on a 2-core CPU
       gpu:   {...}            # paper-scale on the offline data, one 10-minute GPU command
       paper: {...}            # the papers' own data sets and budgets, downloaded
+    schema: {...}             # key: a type of params/_types.yml, or an inline JSON Schema
 
 A notebook that continues another one's work can take some keys from it, so that the
 two never drift apart (and share cached models)::
 
     shares: {from: text_tasks, keys: [task_params, train_params]}
 
-Every profile lists the same keys; the notebook's ``parameters`` cell holds the
-``local`` values as defaults, so ``papermill book/<nb>.ipynb out.ipynb -p key value``
-runs without the runner (a test keeps the two in step).
+The notebook's ``parameters`` cell holds the defaults, so ``papermill book/<nb>.ipynb
+out.ipynb -p key value`` runs without the runner (a test keeps the two in step).
+:func:`check` validates a run's values against the schema (JSON Schema, with the
+``jsonschema`` package; names are checked against the library's registries through
+:data:`FORMATS`): the runner calls it before a kernel starts, and each notebook's first
+code cell calls it after papermill's injected parameters.
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,7 @@ def params_dir() -> Path:
 
 def notebooks() -> list[str]:
     """Names of the book's notebooks that have a profile file."""
-    return sorted(p.stem for p in params_dir().glob("*.yml"))
+    return sorted(p.stem for p in params_dir().glob("*.yml") if not p.stem.startswith("_"))
 
 
 def _load_raw(notebook: str) -> dict[str, Any]:
@@ -63,34 +70,49 @@ def _load_raw(notebook: str) -> dict[str, Any]:
 
 
 def _load(notebook: str) -> dict[str, Any]:
+    """The notebook's spec with ``profiles`` resolved to full parameter sets (defaults,
+    then the profile's changes, then the keys shared from another notebook)."""
     path = params_dir() / f"{notebook}.yml"
     spec = _load_raw(notebook)
-    profiles = spec.get("profiles", {})
+    defaults = spec.get("defaults")
+    if not isinstance(defaults, dict) or not defaults:
+        raise ProfileError(f"{path}: 'defaults' must map every parameter to its value (the notebook's "
+                           "parameters cell)")
+    changes = spec.get("profiles") or {}
+    missing = [p for p in PROFILES if p not in changes]
+    extra = sorted(set(changes) - set(PROFILES))
+    if missing or extra:
+        raise ProfileError(f"{path}: 'profiles' must list exactly {PROFILES} (an unchanged one as `{{}}`); "
+                           f"missing {missing}, unknown {extra}")
+    profiles = {}
+    for profile in PROFILES:
+        values = changes[profile] or {}
+        if not isinstance(values, dict):
+            raise ProfileError(f"{path}: profile {profile!r} must map keys to values, got {values!r}")
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            raise ProfileError(f"{path}: profile {profile!r} changes {unknown}, which 'defaults' lacks; "
+                               "add them to 'defaults' first")
+        profiles[profile] = {**defaults, **values}
     shares = spec.get("shares")
     if shares is not None:
         if not isinstance(shares, dict) or set(shares) != {"from", "keys"} or not shares["keys"]:
             raise ProfileError(f"{path}: 'shares' must be {{from: <notebook>, keys: [<key>, ...]}}, got {shares!r}")
         if shares["from"] == notebook or _load_raw(shares["from"]).get("shares"):
             raise ProfileError(f"{path}: 'shares' must name a notebook that shares nothing itself")
+        clash = sorted(set(shares["keys"]) & set(defaults))
+        if clash:
+            raise ProfileError(f"{path}: 'defaults' defines {clash}, which it shares from "
+                               f"{shares['from']!r}; remove them here")
         source = _load(shares["from"])
-        for profile, values in profiles.items():
-            clash = sorted(set(shares["keys"]) & set(values or {}))
-            if clash:
-                raise ProfileError(f"{path}: profile {profile!r} defines {clash}, which it shares from "
-                                   f"{shares['from']!r}; remove them here")
-            missing = [k for k in shares["keys"] if k not in source["profiles"].get(profile, {})]
-            if missing:
-                raise ProfileError(f"{path}: {shares['from']!r} has no {missing} in profile {profile!r}")
-            profiles[profile] = {**(values or {}), **{k: source["profiles"][profile][k] for k in shares["keys"]}}
-    missing = [p for p in PROFILES if p not in profiles]
-    if missing:
-        raise ProfileError(f"{path}: profiles {missing} are not defined; every notebook defines {PROFILES}")
-    keys = {p: set(v) for p, v in profiles.items()}
-    if len({frozenset(k) for k in keys.values()}) != 1:
-        raise ProfileError(f"{path}: profiles must define the same keys, got {keys}")
+        absent = [k for k in shares["keys"] if k not in source["defaults"]]
+        if absent:
+            raise ProfileError(f"{path}: {shares['from']!r} has no {absent}")
+        for profile in PROFILES:
+            profiles[profile].update({k: source["profiles"][profile][k] for k in shares["keys"]})
     if spec.get("published") not in PROFILES:
         raise ProfileError(f"{path}: 'published' must be one of {PROFILES}")
-    return spec
+    return {**spec, "profiles": profiles}
 
 
 def published(notebook: str) -> str:
@@ -119,3 +141,136 @@ def differences(notebook: str, profile: str, actual: dict[str, Any]) -> dict[str
     except ProfileError:
         return {}
     return {k: (v, actual.get(k)) for k, v in expected.items() if k in actual and actual[k] != v}
+
+
+# --------------------------------------------------------------------------- schema
+TYPES_FILE = "_types.yml"
+
+
+def _registry(module: str, attribute: str) -> Callable[[], Collection[str]]:
+    def names() -> Collection[str]:
+        value = importlib.import_module(f"{__package__}.{module}")
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        return tuple(value() if callable(value) else value)
+    return names
+
+
+def _dataset_names() -> Collection[str]:
+    from . import data
+
+    return tuple(dict.fromkeys((*data.SPECS, *data.TEXT_SPECS)))
+
+
+def _objective_names() -> Collection[str]:
+    from . import objectives  # noqa: F401  (registers the book's objectives)
+    from . import training
+
+    return training.objective_names()
+
+
+#: ``format`` names of the schemas → the library's registry of valid names (imported on use).
+FORMATS: dict[str, Callable[[], Collection[str]]] = {
+    "dataset": _dataset_names,
+    "model": _registry("models", "MODEL_NAMES"),
+    "task": _registry("tasks", "TASKS"),
+    "schedule": _registry("training", "SCHEDULES"),
+    "objective": _objective_names,
+    "reference": _registry("fragility", "REFERENCES"),
+    "adversarial": _registry("filtering", "ADVERSARIAL_MODES"),
+    "global_range": _registry("filtering", "GLOBAL_RANGES"),
+    "freeze_rule": _registry("selective", "FREEZE_RULES"),
+    "nonfinite": _registry("sweep", "NONFINITE_RULES"),
+    "subspace": _registry("corruption", "SUBSPACES"),
+    "gradient_data": _registry("data", "ImageData.GRADIENT_DATA"),
+}
+
+
+def types() -> dict[str, dict[str, Any]]:
+    """The named parameter types of ``params/_types.yml`` (JSON Schemas)."""
+    path = params_dir() / TYPES_FILE
+    spec = yaml.safe_load(path.read_text()) if path.exists() else None
+    if not isinstance(spec, dict):
+        raise ProfileError(f"{path} must map type names to JSON Schemas")
+    return spec
+
+
+def schema(notebook: str) -> dict[str, dict[str, Any]]:
+    """``{parameter: JSON Schema}`` of ``notebook``: its ``schema:`` entries (a type name
+    of ``params/_types.yml`` resolved, or an inline schema), the shared keys' from the notebook
+    they come from, and ``profile``. Every parameter has one; a schema for a key the notebook
+    does not have is an error."""
+    path = params_dir() / f"{notebook}.yml"
+    spec = _load(notebook)
+    named = types()
+    raw = spec.get("schema")
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: 'schema' must map every parameter to a type of params/{TYPES_FILE} "
+                           "or a JSON Schema")
+    out: dict[str, dict[str, Any]] = {}
+    for key, entry in raw.items():
+        if isinstance(entry, str):
+            if entry not in named:
+                raise ProfileError(f"{path}: schema of {key!r} names the unknown type {entry!r}; "
+                                   f"types: {', '.join(named)}")
+            entry = named[entry]
+        if not isinstance(entry, dict):
+            raise ProfileError(f"{path}: schema of {key!r} must be a type name or a JSON Schema, got {entry!r}")
+        out[key] = entry
+    shares = spec.get("shares")
+    if shares:
+        source = schema(shares["from"])
+        out.update({k: source[k] for k in shares["keys"]})
+    keys = set(spec["defaults"]) | set(shares["keys"] if shares else ())
+    missing, unknown = sorted(keys - set(out)), sorted(set(out) - keys)
+    if missing or unknown:
+        raise ProfileError(f"{path}: the schema must cover exactly the parameters; missing {missing}, "
+                           f"not parameters {unknown}")
+    out["profile"] = {"enum": list(PROFILES), "description": f"one of {', '.join(PROFILES)}"}
+    return out
+
+
+def _format_checker() -> Any:
+    import jsonschema
+
+    checker = jsonschema.FormatChecker(formats=())
+    for name, names in FORMATS.items():
+        checker.checks(name)(lambda value, names=names: not isinstance(value, str) or value in names())
+    return checker
+
+
+def _describe(error: Any, entry: Mapping[str, Any]) -> str:
+    if error.validator == "format":
+        names = FORMATS[error.validator_value]()
+        return f"{error.instance!r} is not a {error.validator_value} name; choose from {', '.join(map(str, names))}"
+    return error.message
+
+
+def check(notebook: str, values: Mapping[str, Any]) -> None:
+    """Reject bad parameter values of ``notebook`` before any compute.
+
+    ``values``: a run's parameters (the runner's) or a notebook's namespace (``globals()``
+    after papermill's injected cell); every parameter of the schema must be present.
+    Raises :class:`ProfileError` listing each bad value with what its type expects.
+    """
+    import jsonschema
+
+    entries = schema(notebook)
+    checker = _format_checker()
+    problems = []
+    for key, entry in entries.items():
+        if key not in values:
+            if key != "profile":
+                problems.append(f"{key}: not set (params/{notebook}.yml's defaults give {key!r} a value)")
+            continue
+        validator = jsonschema.Draft202012Validator(entry, format_checker=checker)
+        errors = sorted(validator.iter_errors(values[key]), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = jsonschema.exceptions.best_match(errors)
+            where = "".join(f"[{p!r}]" for p in err.absolute_path)
+            expected = entry.get("description")
+            problems.append(f"{key}{where} = {values[key]!r}: {_describe(err, entry)}"
+                            + (f" (expected {expected})" if expected else ""))
+    if problems:
+        raise ProfileError(f"{notebook}: bad parameter values, fix them before running:\n  - "
+                           + "\n  - ".join(problems))

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.ci_copies and profile != "ci":
                 raise RunError("--ci-copies writes the nbval copies, which are executed at profile 'ci'")
             params = profiles.parameters(name, profile, **overrides)
+            profiles.check(name, params)  # every value against params/<name>.yml's schema
             target = target_path(name, profile, args.out, args.ci_copies)
             preflight(name, params)
             plan.append((name, profile, target))

@@ -5,7 +5,9 @@ import pytest
 
 from paramstress import profiles
 
-BOOK = profiles.repo_root() / "book"
+REPO = profiles.repo_root()
+BOOK = REPO / "book"
+NOTEBOOKS = profiles.notebooks()
 
 
 def _parameters_cell(nb_path):
@@ -89,17 +91,19 @@ def test_git_commit_of_a_copied_tree_comes_from_the_environment(tmp_path, monkey
     assert provenance.git_commit().startswith("abc123def456 (copied tree")
 
 
-def _write_profiles(folder, name, profiles_body, **extra):
+def _write_profiles(folder, name, defaults, changes=None, **extra):
     import yaml
-    spec = {"published": "local", "profiles": {p: dict(profiles_body) for p in profiles.PROFILES}, **extra}
+    spec = {"published": "local", "defaults": dict(defaults),
+            "profiles": {p: dict((changes or {}).get(p, {})) for p in profiles.PROFILES}, **extra}
     (folder / f"{name}.yml").write_text(yaml.safe_dump(spec))
 
 
 def test_shared_keys_come_from_the_other_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(profiles, "params_dir", lambda: tmp_path)
-    _write_profiles(tmp_path, "first", {"task_params": {"a": 1}, "seed": 3})
+    _write_profiles(tmp_path, "first", {"task_params": {"a": 1}, "seed": 3}, {"gpu": {"task_params": {"a": 2}}})
     _write_profiles(tmp_path, "second", {"grid": [1, 2]}, shares={"from": "first", "keys": ["task_params"]})
-    assert profiles.parameters("second", "gpu") == {"grid": [1, 2], "task_params": {"a": 1}, "profile": "gpu"}
+    assert profiles.parameters("second", "gpu") == {"grid": [1, 2], "task_params": {"a": 2}, "profile": "gpu"}
+    assert profiles.parameters("second", "ci") == {"grid": [1, 2], "task_params": {"a": 1}, "profile": "ci"}
     _write_profiles(tmp_path, "clash", {"task_params": {}}, shares={"from": "first", "keys": ["task_params"]})
     with pytest.raises(profiles.ProfileError, match="remove them here"):
         profiles.parameters("clash")
@@ -109,6 +113,103 @@ def test_shared_keys_come_from_the_other_notebook(tmp_path, monkeypatch):
     _write_profiles(tmp_path, "chain", {"grid": 1}, shares={"from": "second", "keys": ["grid"]})
     with pytest.raises(profiles.ProfileError, match="shares nothing itself"):
         profiles.parameters("chain")
+
+
+def test_profiles_are_defaults_plus_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(profiles, "params_dir", lambda: tmp_path)
+    _write_profiles(tmp_path, "nb", {"epochs": 2, "lr": 0.1}, {"ci": {"epochs": 1}, "paper": {"lr": 0.01}})
+    assert profiles.parameters("nb", "ci") == {"epochs": 1, "lr": 0.1, "profile": "ci"}
+    assert profiles.parameters("nb", "local") == {"epochs": 2, "lr": 0.1, "profile": "local"}
+    assert profiles.parameters("nb", "paper") == {"epochs": 2, "lr": 0.01, "profile": "paper"}
+    _write_profiles(tmp_path, "typo", {"epochs": 2}, {"gpu": {"epohcs": 10}})
+    with pytest.raises(profiles.ProfileError, match=r"changes \['epohcs'\], which 'defaults' lacks"):
+        profiles.parameters("typo", "ci")
+    (tmp_path / "short.yml").write_text("published: local\ndefaults: {a: 1}\nprofiles: {ci: {}, local: {}}\n")
+    with pytest.raises(profiles.ProfileError, match=r"missing \['gpu', 'paper'\]"):
+        profiles.parameters("short")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_every_profile_passes_its_schema(notebook):
+    """Each notebook's schema covers exactly its parameters, and the four profiles pass it."""
+    entries = profiles.schema(notebook)
+    for profile in profiles.PROFILES:
+        values = profiles.parameters(notebook, profile)
+        assert set(entries) == set(values)
+        profiles.check(notebook, values)
+
+
+def test_params_files_change_only_what_differs_from_the_defaults():
+    """Profiles as overrides: no profile repeats a default value."""
+    import yaml
+    for notebook in NOTEBOOKS:
+        spec = yaml.safe_load((profiles.params_dir() / f"{notebook}.yml").read_text())
+        for profile, changes in spec["profiles"].items():
+            same = [k for k, v in (changes or {}).items() if v == spec["defaults"][k]]
+            assert not same, f"{notebook}.yml's {profile} repeats the defaults of {same}"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs", 0, "epochs = 0: 0 is less than the minimum of 1"),
+    ("epochs", 2.5, "2.5 is not of type 'integer'"),
+    ("p", 0.5, "p = 0.5: 0.5 is less than the minimum of 1"),
+    ("p", "infinity", "expected the norm's p"),
+    ("seeds", [0, 0], "has non-unique elements"),
+    ("seeds", [], "should be non-empty"),
+    ("dataset", "fashion_mnist", "'fashion_mnist' is not a dataset name; choose from mnist, fashion-mnist"),
+    ("model", "resnet", "'resnet' is not a model name"),
+    ("schedule", "linear", "'linear' is not a schedule name; choose from onecycle, cosine, constant"),
+    ("alpha_test", 1.0, "1.0 is greater than or equal to the maximum of 1"),
+    ("train_samples", 0, "0 is less than the minimum of 1"),
+    ("device", "gpu", "does not match"),
+    ("augment", "yes", "'yes' is not of type 'boolean'"),
+])
+def test_bad_values_are_named_with_what_is_expected(key, value, message):
+    values = dict(profiles.parameters("resistant_training", "ci"), **{key: value})
+    with pytest.raises(profiles.ProfileError, match="resistant_training: bad parameter values") as info:
+        profiles.check("resistant_training", values)
+    assert message in str(info.value)
+    assert str(info.value).count("\n  - ") == 1  # only the bad key
+
+
+def test_good_values_pass_and_null_counts_mean_all():
+    values = dict(profiles.parameters("resistant_training", "ci"), train_samples=None, p="inf", device="cuda:1")
+    profiles.check("resistant_training", values)
+
+
+def test_check_reads_a_notebook_namespace():
+    """The notebooks' first code cell passes globals(): extra names are ignored, a missing
+    parameter is named."""
+    namespace = dict(profiles.parameters("quickstart", "ci"), np=object(), __name__="__main__")
+    namespace.pop("profile")
+    profiles.check("quickstart", namespace)
+    namespace.pop("lr")
+    with pytest.raises(profiles.ProfileError, match="lr: not set"):
+        profiles.check("quickstart", namespace)
+
+
+def test_formats_name_the_librarys_registries():
+    from paramstress import fragility, models, selective, training
+    assert set(profiles.FORMATS["model"]()) == set(models.MODEL_NAMES)
+    assert set(profiles.FORMATS["reference"]()) == set(fragility.REFERENCES)
+    assert set(profiles.FORMATS["freeze_rule"]()) == set(selective.FREEZE_RULES)
+    assert "corruption_direct" in profiles.FORMATS["objective"]() and \
+        set(profiles.FORMATS["objective"]()) == set(training.objective_names())
+
+
+def test_schema_must_cover_the_parameters(tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setattr(profiles, "params_dir", lambda: tmp_path)
+    shutil.copy(REPO / "params" / profiles.TYPES_FILE, tmp_path)
+    _write_profiles(tmp_path, "nb", {"epochs": 2, "lr": 0.1}, schema={"epochs": "positive_int"})
+    with pytest.raises(profiles.ProfileError, match=r"missing \['lr'\]"):
+        profiles.schema("nb")
+    _write_profiles(tmp_path, "nb", {"epochs": 2}, schema={"epochs": "positive_integer"})
+    with pytest.raises(profiles.ProfileError, match="unknown type 'positive_integer'"):
+        profiles.schema("nb")
+    _write_profiles(tmp_path, "nb", {"epochs": 2}, schema={"epochs": "positive_int", "lr": "positive_number"})
+    with pytest.raises(profiles.ProfileError, match=r"not parameters \['lr'\]"):
+        profiles.schema("nb")
 
 
 def test_vulnerability_reuses_the_corruption_pages_cifar_model_at_gpu():

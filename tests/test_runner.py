@@ -1,6 +1,7 @@
 """The runner checks everything before a kernel starts and never overwrites published notebooks."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,11 +34,17 @@ def test_parameter_values_parse_like_papermill():
     (["nosuch"], "unknown notebook 'nosuch'"),
     (["quickstart", "--profile", "huge"], "unknown profile 'huge'"),
     (["quickstart", "-p", "epoch", "3"], "unknown parameter"),
-    (["quickstart", "-p", "dataset", "mnistt"], "unknown dataset 'mnistt'"),
+    (["quickstart", "-p", "dataset", "mnistt"], "'mnistt' is not a dataset name; choose from mnist"),
+    # the issue's example: rejected before a kernel starts, not in cell 11 after the training
+    (["corruption", "--profile", "ci", "-p", "p", "0.5"], "p = 0.5: 0.5 is less than the minimum of 1"),
+    (["resistant_training", "-p", "seeds", "[]"], "seeds = []"),
+    (["selective_backprop", "-p", "freeze_rule", "majority"], "'majority' is not a freeze_rule name"),
+    (["text_vulnerability", "-p", "task_params", "{'de_en': {}}"], "'de_en' is not a task name"),
 ])
 def test_bad_input_fails_fast_with_the_fix(args, message):
     out = run_cli(*args, "--out", "/tmp/paramstress-never-written")
     assert out.returncode == 2, out.stderr
+    assert "Executing" not in out.stderr and not Path("/tmp/paramstress-never-written").exists()
     assert message in out.stderr
     assert "Traceback" not in out.stderr
 
