@@ -134,14 +134,15 @@ def fragile_by_seeds(scores: Mapping[Any, Mapping[str, float]], alpha: float = 0
     F_{t, n−1}(t)``; the layer is fragile when ``p < alpha``, which is the same as the
     one-sided ``1 − alpha`` upper confidence bound ``mean + t_{1−alpha, n−1}·sd/√n`` lying
     below 0 (so the tolerance is ``t_{1−alpha, n−1}·sd/√n``, the layer's own spread). When
-    every seed gives the same Δφ (sd = 0), ``p`` is 0 for a negative value and 1 otherwise.
+    every seed gives the same Δφ (equal up to :data:`paramstress.stats.EQUAL_TOLERANCE`), ``p`` is 0
+    for a negative value and 1 otherwise. The test is :func:`paramstress.stats.paired_test` of
+    the layer's Δφ against 0 (``alternative="less"``, ``confidence = 1 − alpha``), the one
+    t-test of the library.
 
     Returns the fragile layers (in the order of the first seed) and a table, one row per
     layer: ``layer``, ``seeds``, ``mean``, ``sd``, ``upper`` (the bound), ``t``,
     ``p_value``, ``fragile``.
     """
-    from scipy import stats as st
-
     alpha = ST.check_alpha(alpha)
     if not isinstance(scores, Mapping) or len(scores) < MIN_SEEDS:
         n = len(scores) if isinstance(scores, Mapping) else type(scores).__name__
@@ -155,21 +156,12 @@ def fragile_by_seeds(scores: Mapping[Any, Mapping[str, float]], alpha: float = 0
                              "the same conv/linear layers")
         fragile_layers(scores[seed])  # finite numbers
     n = len(seeds)
-    bound = float(st.t.ppf(1.0 - alpha, n - 1))
     rows = []
     for layer in layers:
-        values = np.array([float(scores[seed][layer]) for seed in seeds])
-        mean, sd = float(values.mean()), float(values.std(ddof=1))
-        if sd <= 1e-12 * float(np.abs(values).max()):  # equal values up to rounding
-            sd = 0.0
-        if sd > 0:
-            t = mean / (sd / math.sqrt(n))
-            p = float(st.t.cdf(t, n - 1))
-        else:
-            t = -math.inf if mean < 0 else (math.inf if mean > 0 else math.nan)
-            p = 0.0 if mean < 0 else 1.0
-        rows.append({"layer": layer, "seeds": n, "mean": mean, "sd": sd, "upper": mean + bound * sd / math.sqrt(n),
-                     "t": t, "p_value": p, "fragile": bool(p < alpha)})
+        values = [float(scores[seed][layer]) for seed in seeds]
+        test = ST.paired_test(values, [0.0] * n, confidence=1.0 - alpha, alternative="less")
+        rows.append({"layer": layer, "seeds": n, "mean": test.mean_difference, "sd": test.sd, "upper": test.ci_high,
+                     "t": test.t, "p_value": test.p_value, "fragile": bool(test.p_value < alpha)})
     table = pd.DataFrame(rows, columns=["layer", "seeds", "mean", "sd", "upper", "t", "p_value", "fragile"])
     return tuple(table.loc[table["fragile"], "layer"]), table
 
