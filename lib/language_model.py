@@ -74,6 +74,14 @@ Metric: ``log_ppl`` = mean negative log-likelihood per predicted token, in nats,
 over the evaluation split (``exp(log_ppl)`` is the perplexity). A token whose
 logits are not all finite (a corruption can overflow the network) counts with
 NLL = +inf, so such a model reports ``log_ppl = inf`` (the worst honest value).
+
+Per-sentence statistics (:meth:`PTBLanguageModelTask.evaluate_units`, for the paired
+bootstrap of :mod:`paramstress.bootstrap`): the evaluation stream keeps its sentence
+boundaries (every sentence ends with ``<eos>``), so the same evaluation pass also returns,
+per sentence, the summed NLL of its predicted tokens and their number
+(:func:`sentence_nll`); ``ΣNLL/Σtokens`` is ``log_ppl``. The units are sentences, not
+blocks of the stream; as in the evaluation, a sentence is scored with the hidden state the
+sentences before it left.
 """
 from __future__ import annotations
 
@@ -91,6 +99,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,6 +128,7 @@ __all__ = [
     "LSTMLanguageModel",
     "lm_loss",
     "evaluate_lm",
+    "sentence_nll",
     "unigram_log_ppl",
     "PTBLanguageModelTask",
 ]
@@ -544,14 +554,23 @@ def evaluate_lm(model: nn.Module, ids: torch.Tensor, *, batch_size: int = 10, bp
     across all of them (eval mode, ``torch.inference_mode``, train flags restored).
     ``log_ppl`` = ``loss`` = mean NLL per predicted token (float64 sum); tokens whose
     logits are not all finite count as NLL = +inf; ``nonfinite`` is their percentage."""
+    return _score_stream(model, ids, batch_size, bptt, keep=False)[0]
+
+
+def _score_stream(model: nn.Module, ids: torch.Tensor, batch_size: int, bptt: int, *, keep: bool
+                  ) -> tuple[dict[str, float], torch.Tensor | None]:
+    """:func:`evaluate_lm`'s metrics and, with ``keep``, every predicted token's NLL (float64,
+    ``+inf`` where the logits are not all finite) laid out as the batchified data
+    ``(steps, batch_size)`` on the CPU, row 0 (never predicted) NaN."""
     device = next(model.parameters()).device
     data = batchify(ids, batch_size).to(device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     bad = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
+    kept = torch.full(data.shape, math.nan, dtype=torch.float64) if keep else None
     with _eval_mode(model), torch.inference_mode():
         hidden = None
-        for x, y in windows(data, bptt):
+        for start, (x, y) in zip(range(0, data.shape[0] - 1, bptt), windows(data, bptt)):
             logits, hidden = model(x, hidden)
             logits = logits.float().reshape(-1, logits.shape[-1])
             finite = torch.isfinite(logits).all(dim=1)
@@ -561,8 +580,38 @@ def evaluate_lm(model: nn.Module, ids: torch.Tensor, *, batch_size: int = 10, bp
             total += nll.sum()
             bad += (~finite).sum()
             count += y.numel()
+            if kept is not None:
+                kept[start + 1: start + 1 + y.shape[0]] = nll.reshape(y.shape).cpu()
     loss = float(total) / count
-    return {"log_ppl": loss, "loss": loss, "nonfinite": 100.0 * int(bad) / count}
+    return {"log_ppl": loss, "loss": loss, "nonfinite": 100.0 * int(bad) / count}, kept
+
+
+def sentence_nll(ids: torch.Tensor, token_nll: torch.Tensor, *, eos: int = 1) -> torch.Tensor:
+    """Per sentence of the stream ``ids`` (a sentence ends with the token ``eos``, id 1 in
+    :class:`Vocabulary`; tokens after the last ``eos`` form one more): ``(summed NLL, scored
+    tokens)`` of the tokens :func:`evaluate_lm` predicted, from ``token_nll`` laid out as the
+    batchified data ``(steps, B)`` (NaN: not predicted; see :func:`_score_stream`). A
+    sentence's NLL is that of its tokens *in the evaluation* (the hidden state carried across
+    sentences and windows, as :func:`evaluate_lm` scores them); tokens no window predicts
+    (the first of each of the ``B`` streams, the ``len % B`` dropped at the end) count in no
+    sentence. Sentences without a scored token are left out. An ``(n, 2)`` float64 tensor
+    whose column sums are the total NLL and the number of predicted tokens."""
+    if ids.ndim != 1 or token_nll.ndim != 2:
+        raise ValueError(f"ids must be a 1-D stream and token_nll (steps, B), got {tuple(ids.shape)}, "
+                         f"{tuple(token_nll.shape)}")
+    steps, streams = token_nll.shape
+    if steps * streams > len(ids) or len(ids) // streams != steps:
+        raise ValueError(f"token_nll {tuple(token_nll.shape)} is not batchify(ids, {streams}) of {len(ids)} tokens")
+    ids = ids.cpu()
+    sentence = torch.cumsum((ids == eos).to(torch.int64), 0) - (ids == eos).to(torch.int64)  # eos ends its sentence
+    flat = token_nll.t().reshape(-1).to(torch.float64)  # stream order: position b·steps + r
+    scored = ~torch.isnan(flat)
+    which = sentence[: steps * streams][scored]
+    n = int(sentence[-1]) + 1
+    nll = torch.zeros(n, dtype=torch.float64).index_add_(0, which, flat[scored])
+    tokens = torch.bincount(which, minlength=n).to(torch.float64)
+    keep = tokens > 0
+    return torch.stack([nll[keep], tokens[keep]], dim=1)
 
 
 def unigram_log_ppl(corpus: LMCorpus, split: str = "test", *, smoothing: str = "add-one") -> float:
@@ -603,6 +652,8 @@ class PTBLanguageModelTask(Task):
     metric = "log_ppl"
     metric_label = "Log PPL"
     higher_is_better = False
+    units = "sentences"
+    decimals = 3
 
     def __init__(
         self,
@@ -707,6 +758,23 @@ class PTBLanguageModelTask(Task):
         """``{"log_ppl", "loss"}`` on the evaluation split (carried hidden state; see :func:`evaluate_lm`)."""
         result = evaluate_lm(model, self.eval_ids, batch_size=self.eval_batch_size, bptt=self.eval_bptt)
         return {"log_ppl": result["log_ppl"], "loss": result["loss"]}
+
+    def evaluate_units(self, model: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        """:meth:`evaluate` and, per sentence of the evaluation split (the corpus keeps the
+        boundaries: every sentence ends with ``<eos>``), ``(summed NLL, predicted tokens)``
+        of the same pass (:func:`sentence_nll`: the hidden state is carried across
+        sentences as :func:`evaluate_lm` carries it; the few tokens no window predicts count
+        in no sentence): an ``(n, 2)`` float64 array whose :meth:`combine`, ``ΣNLL/Σtokens``,
+        is the log perplexity (to float64 summation order)."""
+        metrics, kept = _score_stream(model, self.eval_ids, self.eval_batch_size, self.eval_bptt, keep=True)
+        stats = sentence_nll(self.eval_ids, kept, eos=self.corpus.vocab.index[EOS])
+        return {"log_ppl": metrics["log_ppl"], "loss": metrics["loss"]}, stats.numpy()
+
+    def combine(self, unit_stats: np.ndarray) -> float:
+        """Log perplexity of per-sentence ``(summed NLL, predicted tokens)``: ``ΣNLL/Σtokens``."""
+        from .bootstrap import ratio_of_sums
+
+        return ratio_of_sums(unit_stats)
 
     def reference_scores(self) -> dict[str, float]:
         """The unigram baseline's log perplexity on the evaluation split (add-one, trained on train)."""

@@ -43,6 +43,9 @@ on it unchanged. What each piece implements:
   (and label) is the gold one, *excluding punctuation*: tokens whose gold POS tag is
   one of :data:`PUNCT_TAGS` ``(`` '' , . : -LRB- -RRB- # $)``, the usual convention for
   PTB dependency evaluation.
+  Per sentence (:func:`attachment_statistics`, :meth:`PTBParsingTask.evaluate_units`, for
+  the paired bootstrap of :mod:`paramstress.bootstrap`): correct heads and scored tokens,
+  whose sums give the UAS exactly.
 
 Data, and choices the paper leaves open (state them wherever results are shown):
 
@@ -76,6 +79,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -101,6 +105,7 @@ __all__ = [
     "TransitionSystem",
     "Vocabulary",
     "attachment_scores",
+    "attachment_statistics",
     "extract_features",
     "is_projective",
     "oracle_data",
@@ -620,19 +625,19 @@ def parse_sentence(model: nn.Module, sentence: Sentence, vocab: Vocabulary,
     return c.head[1:], c.label[1:]
 
 
-def attachment_scores(gold: Sequence[Sentence], predicted: Sequence[tuple[Sequence[int], Sequence[str]]],
-                      *, punct_tags: Iterable[str] = PUNCT_TAGS) -> dict[str, float]:
-    """UAS and LAS (%) over tokens whose gold POS is not in ``punct_tags``; ``tokens`` = how many.
-
-    ``predicted[k] = (heads, labels)`` for ``gold[k]`` (labels as strings).
-    """
+def attachment_statistics(gold: Sequence[Sentence], predicted: Sequence[tuple[Sequence[int], Sequence[str]]],
+                          *, punct_tags: Iterable[str] = PUNCT_TAGS) -> list[tuple[int, int, int]]:
+    """Per sentence: ``(correct heads, correct heads and labels, scored tokens)`` over the
+    tokens whose gold POS is not in ``punct_tags`` (the rule of :func:`attachment_scores`,
+    which sums these). ``predicted[k] = (heads, labels)`` for ``gold[k]`` (labels as strings)."""
     if len(gold) != len(predicted):
         raise ParserError(f"{len(gold)} gold trees but {len(predicted)} predictions")
     punct = frozenset(punct_tags)
-    total = uas = las = 0
+    out = []
     for s, (heads, labels) in zip(gold, predicted):
         if len(heads) != len(s):
             raise ParserError(f"a prediction has {len(heads)} heads for a {len(s)}-token sentence")
+        total = uas = las = 0
         for tag, gh, gl, ph, pl in zip(s.tags, s.heads, s.labels, heads, labels):
             if tag in punct:
                 continue
@@ -640,6 +645,19 @@ def attachment_scores(gold: Sequence[Sentence], predicted: Sequence[tuple[Sequen
             if gh == ph:
                 uas += 1
                 las += gl == pl
+        out.append((uas, las, total))
+    return out
+
+
+def attachment_scores(gold: Sequence[Sentence], predicted: Sequence[tuple[Sequence[int], Sequence[str]]],
+                      *, punct_tags: Iterable[str] = PUNCT_TAGS) -> dict[str, float]:
+    """UAS and LAS (%) over tokens whose gold POS is not in ``punct_tags``; ``tokens`` = how many.
+
+    ``predicted[k] = (heads, labels)`` for ``gold[k]`` (labels as strings). The sums of
+    :func:`attachment_statistics`.
+    """
+    per = attachment_statistics(gold, predicted, punct_tags=punct_tags)
+    uas, las, total = (sum(column) for column in zip(*per)) if per else (0, 0, 0)
     if total == 0:
         raise ParserError("no token left to score after excluding punctuation")
     return {"uas": 100.0 * uas / total, "las": 100.0 * las / total, "tokens": float(total)}
@@ -666,6 +684,7 @@ class PTBParsingTask(Task):
     metric = "uas"
     metric_label = "UAS"
     higher_is_better = True
+    units = "sentences"
 
     def __init__(self, *, dataset: str = "ptb-dependency", splits: Mapping[str, Sequence[Sentence]] | None = None,
                  split: Mapping[str, Sequence[int]] | None = None, eval_split: str = "dev",
@@ -779,6 +798,26 @@ class PTBParsingTask(Task):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Greedy parsing of the eval split → UAS (LAS too when the treebank has labels);
         ``loss`` = mean cross-entropy of the gold (oracle) transitions (``inf`` if not finite)."""
+        return self._evaluate(model)[0]
+
+    def evaluate_units(self, model: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        """:meth:`evaluate` and, per evaluated sentence with at least one scored token (gold
+        POS not in ``punct_tags``), ``(correct heads, scored tokens)`` of that parse: an
+        ``(n, 2)`` float64 array (integers) whose column sums give the UAS exactly
+        (:meth:`combine`: ``100·Σcorrect/Σtokens``, :func:`attachment_scores`' rule).
+        Sentences made only of punctuation carry no scored token and are left out."""
+        out, per = self._evaluate(model)
+        stats = np.asarray([(uas, total) for uas, _, total in per if total > 0], dtype=np.float64).reshape(-1, 2)
+        return out, stats
+
+    def combine(self, unit_stats: np.ndarray) -> float:
+        """UAS (%) of per-sentence ``(correct heads, scored tokens)``: ``100·Σcorrect/Σtokens``."""
+        from .bootstrap import ratio_of_sums
+
+        return ratio_of_sums(unit_stats, scale=100.0)
+
+    def _evaluate(self, model: nn.Module) -> tuple[dict[str, float], list[tuple[int, int, int]]]:
+        """The metrics of :meth:`evaluate` and the per-sentence :func:`attachment_statistics`."""
         with _eval_mode(model), torch.inference_mode():
             pred = parse(model, self.eval_sentences, self.vocab, self.system, batch_size=self.eval_batch_size)
             total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -790,12 +829,12 @@ class PTBParsingTask(Task):
         if not math.isfinite(loss) and len(y):
             loss = math.inf
         labels = self.vocab.labels
-        scores = attachment_scores(self.eval_sentences, [(h, [labels[i] for i in l]) for h, l in pred],
-                                   punct_tags=self.punct_tags)
+        predicted = [(h, [labels[i] for i in l]) for h, l in pred]
+        scores = attachment_scores(self.eval_sentences, predicted, punct_tags=self.punct_tags)
         out = {"uas": scores["uas"], "loss": loss}
         if self.labelled:
             out["las"] = scores["las"]
-        return out
+        return out, attachment_statistics(self.eval_sentences, predicted, punct_tags=self.punct_tags)
 
     def reference_scores(self) -> dict[str, float]:
         """UAS of two trivial parsers on the eval split: every word's head is the next word

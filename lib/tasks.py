@@ -15,7 +15,12 @@ of Algorithm 2's gradient and the metric — so that the rest is shared:
   (:func:`paramstress.sweep.corruption_sweep` with the task's evaluator), one tidy row
   per grid point, weights restored bit-identically;
 * :func:`task_corrupted_scores` — Table 2's corrupted columns (gradient-based, ``L_2``,
-  ``n = k``) for any task.
+  ``n = k``) for any task;
+* :func:`task_corrupted_units` — the same corruption with the per-unit sufficient
+  statistics behind each score (:meth:`Task.evaluate_units`), what a paired bootstrap over
+  test units resamples (:func:`paramstress.bootstrap.task_significance`);
+  :func:`task_corrupted_outputs` is its general form (any per-evaluation output, e.g. De-En's
+  translations).
 
 The image tasks keep their tensor-based path (:func:`paramstress.training.train`,
 :func:`paramstress.sweep.evaluate` with augmentation on the device and bf16), and their
@@ -31,10 +36,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -54,6 +60,9 @@ __all__ = [
     "task_gradient",
     "task_corruption_sweep",
     "task_corrupted_scores",
+    "task_corrupted_outputs",
+    "task_corrupted_units",
+    "has_unit_statistics",
     "TASKS",
     "build_task",
 ]
@@ -70,6 +79,12 @@ class Task(abc.ABC):
         the score :meth:`evaluate` returns (``"log_ppl"`` / ``"Log PPL"`` / ``False``).
     ``device``
         where the task's tensors and models live.
+
+    Optional, for a paired bootstrap over test units (:mod:`paramstress.bootstrap`): a task
+    whose score is a function of summed per-unit statistics sets ``units`` (what a unit is,
+    plural: ``"sentences"``) and implements :meth:`evaluate_units` and :meth:`combine`
+    (:func:`has_unit_statistics` says whether a task does). ``decimals``: how many decimals
+    a verdict prints of the metric's differences.
     """
 
     key: ClassVar[str]
@@ -77,6 +92,8 @@ class Task(abc.ABC):
     metric: ClassVar[str]
     metric_label: ClassVar[str]
     higher_is_better: ClassVar[bool]
+    units: ClassVar[str | None] = None
+    decimals: ClassVar[int] = 2
     device: torch.device
 
     @abc.abstractmethod
@@ -105,6 +122,20 @@ class Task(abc.ABC):
         """``{metric: value, "loss": mean per-unit loss}`` on the evaluation split (eval mode,
         inference mode, every module's train flag restored; never raises on non-finite outputs)."""
 
+    def evaluate_units(self, model: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        """Optional: :meth:`evaluate`'s metrics and the per-unit sufficient statistics of the
+        metric on the same evaluation, an ``(n_units, k)`` float64 array whose rows
+        :meth:`combine` turns into the metric: ``combine(stats) == metrics[metric]`` (to
+        rounding), and ``combine(stats[idx])`` is the metric of a resample ``idx`` of the units."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-unit statistics: implement evaluate_units "
+                                  "and combine (and set units) to test it by a paired bootstrap")
+
+    def combine(self, unit_stats: np.ndarray) -> float:
+        """Optional, with :meth:`evaluate_units`: the metric of per-unit statistics ``(n, k)``
+        (their column sums; an already summed ``(k,)`` vector is accepted)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-unit statistics: implement evaluate_units "
+                                  "and combine (and set units) to test it by a paired bootstrap")
+
     def reference_scores(self) -> dict[str, float]:
         """Scores of trivial baselines on the evaluation split, in the task's metric, for the
         page to show beside the model's (e.g. a unigram model's log perplexity); none by default."""
@@ -118,6 +149,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def provenance(self) -> dict[str, Any]:
         """``{"dataset", "source", "checksum", ...}`` for the notebook's provenance table."""
+
+
+def has_unit_statistics(task: Any) -> bool:
+    """Whether ``task`` (a :class:`Task`) gives per-unit statistics: it sets ``units`` and
+    overrides both :meth:`Task.evaluate_units` and :meth:`Task.combine`."""
+    cls = type(task)
+    return (isinstance(task, Task) and bool(getattr(task, "units", None))
+            and cls.evaluate_units is not Task.evaluate_units and cls.combine is not Task.combine)
 
 
 #: The text tasks of Sun et al.'s Tables 1-2: key → (module, class). Imported on use, so
@@ -415,3 +454,71 @@ def task_corrupted_scores(task: Task, model: nn.Module, *, eps_values: Sequence[
              "delta_loss": 0.0, "indicator": 0.0}]
     rows += swept[["eps", metric, "loss", "delta_loss", "indicator"]].to_dict("records")
     return pd.DataFrame.from_records(rows)
+
+
+def task_corrupted_outputs(task: Task, model: nn.Module, *, eps_values: Sequence[float], p: float = 2.0,
+                           grad_vec: torch.Tensor | None = None,
+                           evaluate: Callable[[nn.Module], tuple[Mapping[str, float], Any]] | None = None,
+                           ) -> list[dict[str, Any]]:
+    """Table 2's corruption of :func:`task_corrupted_scores` (clean, then the gradient-based
+    ``L_p``, ``n = k`` corruption of every trainable parameter at each ε, through the same
+    sweep engine, ``g`` from :func:`task_gradient` unless given, weights restored
+    bit-identically), keeping what each evaluation produced besides its metrics.
+
+    ``evaluate(model) -> (metrics, output)`` (default :meth:`Task.evaluate_units`, whose
+    output is the per-unit statistics) is called once clean and once per ε with the model as
+    it is then; its ``metrics`` are the sweep's. One record per row, clean first: ``eps``
+    (NaN = clean), the metric, ``loss``, ``output``. Arguments are checked before the
+    gradient is computed."""
+    eps_list = [C._check_eps(e) for e in eps_values]
+    if not eps_list:
+        raise ValueError("eps_values is empty: give the Table 2 ε grid, e.g. [0.05, 0.1, 0.2]")
+    if evaluate is None:
+        if not has_unit_statistics(task):
+            raise ValueError(f"{type(task).__name__} has no per-unit statistics (evaluate_units, combine, units): "
+                             "pass evaluate=, or implement them")
+        evaluate = task.evaluate_units
+    elif not callable(evaluate):
+        raise ValueError(f"evaluate must be a callable model -> (metrics, output), got {type(evaluate).__name__}")
+    named = C.select_parameters(model)
+    g = task_gradient(task, model, named) if grad_vec is None else grad_vec
+    log: list[Any] = []
+
+    def evaluator() -> dict[str, float]:
+        metrics, output = evaluate(model)
+        log.append(output)
+        return dict(metrics)
+
+    swept = corruption_sweep(model, named, g, eps_values=eps_list, n_values=[None], p=p, methods=["gradient"],
+                             evaluator=evaluator)
+    if len(log) != len(swept) + 1:  # the clean evaluation, then one per row
+        raise RuntimeError(f"expected {len(swept) + 1} evaluations, recorded {len(log)}")
+    metric = task.metric
+    out = [{"eps": math.nan, metric: float(swept.iloc[0][f"base_{metric}"]),
+            "loss": float(swept.iloc[0]["base_loss"]), "output": log[0]}]
+    for (_, row), output in zip(swept.iterrows(), log[1:]):
+        out.append({"eps": float(row["eps"]), metric: float(row[metric]), "loss": float(row["loss"]),
+                    "output": output})
+    return out
+
+
+def task_corrupted_units(task: Task, model: nn.Module, *, eps_values: Sequence[float], p: float = 2.0,
+                         grad_vec: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """:func:`task_corrupted_outputs` with the task's per-unit statistics
+    (:meth:`Task.evaluate_units`): one record per row, clean first, ``eps`` (NaN = clean),
+    the metric, ``loss`` and ``units`` (the ``(n, k)`` statistics). Each record's statistics
+    are checked to reproduce its score through :meth:`Task.combine` (relative 1e-9;
+    infinite scores must be reproduced as infinite)."""
+    if not has_unit_statistics(task):
+        raise ValueError(f"{type(task).__name__} has no per-unit statistics (evaluate_units, combine, units); "
+                         "a paired bootstrap over its units is not possible")
+    rows = task_corrupted_outputs(task, model, eps_values=eps_values, p=p, grad_vec=grad_vec)
+    metric = task.metric
+    for row in rows:
+        stats = np.asarray(row.pop("output"), dtype=np.float64)
+        combined = float(task.combine(stats))
+        if not math.isclose(combined, row[metric], rel_tol=1e-9, abs_tol=1e-12):
+            raise RuntimeError(f"{task.label}: the per-unit statistics give {metric} = {combined!r}, the evaluation "
+                               f"{row[metric]!r} (eps {row['eps']}): evaluate_units and combine disagree")
+        row["units"] = stats
+    return rows

@@ -76,6 +76,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -490,38 +491,21 @@ def corrupted_translations(task: "DeEnTranslationTask", model: nn.Module, *, eps
                            p: float = 2.0, grad_vec: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Table 2's De-En scores *with the translations behind them*: the clean model, then the
     gradient-based corruption (``L_p``, ``n = k``, every trainable parameter) at each ε,
-    exactly as :func:`paramstress.tasks.task_corrupted_scores` corrupts (the same sweep
-    engine, ``g`` from :func:`paramstress.tasks.task_gradient` unless given; weights restored
-    bit-identically). One record per row, clean first: ``eps`` (NaN = clean), ``bleu``,
-    ``loss`` and ``hypotheses`` (one string per evaluated pair of ``task``'s split)."""
-    from . import corruption as C
-    from .sweep import corruption_sweep
-    from .tasks import task_gradient
+    through :func:`paramstress.tasks.task_corrupted_outputs` (the corruption of
+    :func:`paramstress.tasks.task_corrupted_scores`: the same sweep engine, ``g`` from
+    :func:`paramstress.tasks.task_gradient` unless given; weights restored bit-identically)
+    with :meth:`DeEnTranslationTask.evaluate_with_hypotheses`. One record per row, clean
+    first: ``eps`` (NaN = clean), ``bleu``, ``loss`` and ``hypotheses`` (one string per
+    evaluated pair of ``task``'s split)."""
+    from .tasks import task_corrupted_outputs
 
     if not isinstance(task, DeEnTranslationTask):
         raise ValueError(f"task must be a DeEnTranslationTask (it returns its translations), got {type(task).__name__}")
-    eps_list = [C._check_eps(e) for e in eps_values]
-    if not eps_list:
-        raise ValueError("eps_values is empty: give the Table 2 ε grid, e.g. [0.1, 0.5]")
-    named = C.select_parameters(model)
-    g = task_gradient(task, model, named) if grad_vec is None else grad_vec
-    log: list[list[str]] = []
-
-    def evaluator() -> dict[str, float]:
-        metrics, hyps = task.evaluate_with_hypotheses(model)
-        log.append(hyps)
-        return metrics
-
-    swept = corruption_sweep(model, named, g, eps_values=eps_list, n_values=[None], p=p, methods=["gradient"],
-                             evaluator=evaluator)
-    if len(log) != len(swept) + 1:  # the clean evaluation, then one per row
-        raise RuntimeError(f"expected {len(swept) + 1} evaluations, recorded {len(log)}")
-    out = [{"eps": math.nan, "bleu": float(swept.iloc[0]["base_bleu"]), "loss": float(swept.iloc[0]["base_loss"]),
-            "hypotheses": log[0]}]
-    for (_, row), hyps in zip(swept.iterrows(), log[1:]):
-        out.append({"eps": float(row["eps"]), "bleu": float(row["bleu"]), "loss": float(row["loss"]),
-                    "hypotheses": hyps})
-    for record in out:  # the recorded translations are the scored ones
+    out = task_corrupted_outputs(task, model, eps_values=eps_values, p=p, grad_vec=grad_vec,
+                                 evaluate=task.evaluate_with_hypotheses)
+    for record in out:
+        record["hypotheses"] = record.pop("output")
+        # the recorded translations are the scored ones
         if not math.isclose(corpus_bleu(record["hypotheses"], task.eval_references), record["bleu"], abs_tol=1e-9):
             raise RuntimeError("the recorded translations do not reproduce the sweep's BLEU")
     return out
@@ -554,6 +538,7 @@ class DeEnTranslationTask(Task):
     metric = "bleu"
     metric_label = "BLEU"
     higher_is_better = True
+    units = "sentences"
 
     def __init__(
         self,
@@ -713,6 +698,21 @@ class DeEnTranslationTask(Task):
                                 max_len_a=self.max_len_a, max_len_b=self.max_len_b,
                                 batch_size=self.eval_batch_size, device=self.device)
         return {"bleu": corpus_bleu(hyps, self.eval_references), "loss": loss}, hyps
+
+    def evaluate_units(self, model: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        """:meth:`evaluate` and sacreBLEU's sufficient statistics of every evaluated sentence
+        (:func:`paramstress.bootstrap.bleu_statistics` of the translations it scored: an
+        ``(n, 10)`` array, columns :data:`paramstress.bootstrap.STAT_COLUMNS`)."""
+        from .bootstrap import bleu_statistics
+
+        metrics, hyps = self.evaluate_with_hypotheses(model)
+        return metrics, bleu_statistics(hyps, self.eval_references)
+
+    def combine(self, unit_stats: np.ndarray) -> float:
+        """Corpus BLEU of per-sentence statistics (:func:`paramstress.bootstrap.bleu_from_statistics`)."""
+        from .bootstrap import bleu_from_statistics
+
+        return bleu_from_statistics(unit_stats)
 
     def reference_scores(self) -> dict[str, float]:
         """BLEU of a trivial baseline on the evaluated pairs: the German source copied as the

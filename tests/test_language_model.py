@@ -412,3 +412,53 @@ def test_shared_trainer_and_gradient(tmp_path, objective, params):
     assert g.shape == (sum(p.numel() for p in result.model.parameters()),) and torch.isfinite(g).all()
     again = tasks.train_task(task, cfg, checkpoint_dir=tmp_path)
     assert again.loaded
+
+
+# ------------------------------------------------------------------ per-sentence statistics (paired bootstrap)
+def test_sentence_nll_by_hand():
+    # three sentences 5 6 <eos> | 7 <eos> | 8 9 <eos>, batchified into 2 streams of 4 rows:
+    # stream 0 = positions 0-3, stream 1 = positions 4-7; positions 0 and 4 are never predicted
+    ids = torch.tensor([5, 6, 1, 7, 1, 8, 9, 1])
+    nll = torch.tensor([[math.nan, math.nan], [0.5, 2.0], [1.0, 4.0], [0.25, 8.0]], dtype=torch.float64)
+    stats = LM.sentence_nll(ids, nll)
+    assert stats.tolist() == [[1.5, 2.0], [0.25, 1.0], [14.0, 3.0]]
+    # a sentence with no predicted token (<eos> alone at a stream start) is left out; an
+    # infinite NLL stays infinite
+    ids = torch.tensor([1, 5, 6, 1, 7, 1, 8, 1])
+    nll = torch.tensor([[math.nan, math.nan], [0.5, math.inf], [1.0, 4.0], [0.25, 8.0]], dtype=torch.float64)
+    assert LM.sentence_nll(ids, nll).tolist() == [[1.75, 3.0], [math.inf, 1.0], [12.0, 2.0]]
+    # tokens batchify drops (len % B at the end) count in no sentence
+    ids = torch.tensor([5, 1, 6, 1, 7])
+    nll = torch.tensor([[math.nan, math.nan], [3.0, 5.0]], dtype=torch.float64)
+    assert LM.sentence_nll(ids, nll).tolist() == [[3.0, 1.0], [5.0, 1.0]]
+    with pytest.raises(ValueError, match="is not batchify"):
+        LM.sentence_nll(ids, torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_evaluate_units_reproduce_the_log_perplexity():
+    task = _task()
+    model = task.build_model(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics, stats = task.evaluate_units(model)
+    assert metrics == task.evaluate(model)  # the same evaluation, bit for bit
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    steps = len(task.eval_ids) // task.eval_batch_size
+    assert stats.shape[1] == 2 and stats[:, 1].sum() == (steps - 1) * task.eval_batch_size  # every predicted token
+    sentences = int((task.eval_ids == 1).sum())
+    assert sentences - task.eval_batch_size <= len(stats) <= sentences and (stats[:, 1] > 0).all()
+    assert task.combine(stats) == pytest.approx(metrics["log_ppl"], rel=1e-12)
+    assert task.combine(stats.sum(0)) == task.combine(stats)
+    # the per-sentence sums are those of the per-token NLL of one pass over each whole stream
+    data = LM.batchify(task.eval_ids, task.eval_batch_size)
+    model.eval()
+    with torch.no_grad():
+        logits, _ = model(data[:-1])
+        token = torch.nn.functional.cross_entropy(logits.reshape(-1, task.vocab_size).double(), data[1:].reshape(-1),
+                                                  reduction="none").reshape(steps - 1, -1)
+    laid = torch.cat([torch.full((1, task.eval_batch_size), math.nan, dtype=torch.float64), token])
+    assert np.allclose(LM.sentence_nll(task.eval_ids, laid).numpy(), stats, rtol=1e-5)
+    # an infinite evaluation has infinite statistics
+    with torch.no_grad():
+        model.rnns[1].weight_hh_l0[0, 0] = float("nan")
+    metrics, stats = task.evaluate_units(model)
+    assert metrics["log_ppl"] == math.inf == task.combine(stats)

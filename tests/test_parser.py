@@ -381,3 +381,34 @@ def test_reference_scores_of_trivial_parsers():
     assert task.reference_scores() == {"head = next word": 50.0, "head = previous word": 50.0}
     task = P.PTBParsingTask(splits={"train": [chain_right], "dev": [chain_right]}, embed_dim=4, hidden=4)
     assert task.reference_scores() == {"head = next word": 100.0, "head = previous word": 0.0}
+
+
+# ---------------------------------------------------------------------------- per-sentence statistics
+def test_attachment_statistics_by_hand():
+    s = P.Sentence(("He", "left", ",", "then", "slept", "."), ("PRP", "VBD", ",", "RB", "VBD", "."),
+                   (2, 0, 2, 5, 2, 2), ("a",) * 6)
+    only_punct = P.Sentence((",", "."), (",", "."), (0, 1), ("a", "a"))
+    pred = ([2, 0, 1, 4, 2, 5], ["a", "b", "a", "a", "a", "a"])  # 'then' wrong, 'left' wrongly labelled
+    stats = P.attachment_statistics([s, only_punct], [pred, ([0, 1], ["a", "a"])])
+    assert stats == [(3, 2, 4), (0, 0, 0)]
+    assert P.attachment_scores([s, only_punct], [pred, ([0, 1], ["a", "a"])]) == {"uas": 75.0, "las": 50.0,
+                                                                                  "tokens": 4.0}
+    with pytest.raises(P.ParserError, match="2 heads for a 6-token"):
+        P.attachment_statistics([s], [([0, 1], ["a", "a"])])
+
+
+def test_evaluate_units_give_the_uas_exactly():
+    sents = toy_sentences(40, seed=6)
+    punct_only = P.Sentence((",",), (",",), (0,), ("punct",))
+    task = P.PTBParsingTask(splits={"train": sents, "dev": sents[:25] + [punct_only]}, embed_dim=8, hidden=16)
+    model = task.build_model(1)
+    metrics, stats = task.evaluate_units(model)
+    assert metrics == task.evaluate(model)
+    assert stats.shape == (25, 2)  # the punctuation-only sentence has no scored token
+    scored = [sum(t not in P.PUNCT_TAGS for t in s.tags) for s in sents[:25]]
+    assert stats[:, 1].tolist() == scored
+    assert task.combine(stats) == metrics["uas"]  # exact: the same integer sums, the same division
+    parsed = P.parse(model.eval(), task.eval_sentences, task.vocab, task.system)
+    labels = task.vocab.labels
+    by_hand = P.attachment_statistics(task.eval_sentences, [(h, [labels[i] for i in l]) for h, l in parsed])
+    assert stats[:, 0].tolist() == [c for c, _, n in by_hand if n > 0]

@@ -294,3 +294,29 @@ def test_translation_significance_on_the_toy_task(toy_task):
         B.translation_significance(task, models, [0.05], samples=1)
     with pytest.raises(ValueError, match="DeEnTranslationTask"):
         B.translation_significance(object(), models, [0.05])
+
+
+def test_de_en_units_are_sacrebleu_statistics_and_the_bootstrap_is_the_translations(toy_task):
+    """evaluate_units gives the sentences' BLEU statistics of the scored translations, and
+    translation_significance (now task_significance over those units) equals
+    paired_bootstrap_bleu on the decoded translations, the path it took before."""
+    import numpy as np
+
+    from paramstress import bootstrap as B
+    from paramstress import tasks as TK
+
+    assert TK.has_unit_statistics(toy_task) and toy_task.units == "sentences"
+    model = toy_task.build_model(2)
+    metrics, stats = toy_task.evaluate_units(model)
+    _, hyps = toy_task.evaluate_with_hypotheses(model)
+    assert np.array_equal(stats, B.bleu_statistics(hyps, toy_task.eval_references))
+    assert toy_task.combine(stats) == pytest.approx(metrics["bleu"], abs=1e-9)
+    models = {("baseline", 0): toy_task.build_model(3), ("resistant", 0): toy_task.build_model(4)}
+    frame = B.translation_significance(toy_task, models, [0.05, 5.0], resamples=100, seed=1)
+    assert (frame["units"] == "test sentences").all() and frame["higher_is_better"].all()
+    decoded = {t: T.corrupted_translations(toy_task, models[(t, 0)], eps_values=[0.05, 5.0])
+               for t in ("baseline", "resistant")}
+    for k in range(3):
+        ref = B.paired_bootstrap_bleu(decoded["baseline"][k]["hypotheses"], decoded["resistant"][k]["hypotheses"],
+                                      toy_task.eval_references, resamples=100, seed=1)
+        assert frame.drop(columns=["eps", "units"]).iloc[k].to_dict() == ref.as_dict()
