@@ -8,6 +8,10 @@ differences ``a − b`` is larger than zero by more than the seeds' spread allow
 - :func:`paired_test`: Student's paired t-test (:func:`scipy.stats.ttest_rel`) with the
   t interval of the mean difference that matches the test's alternative
   (``TtestResult.confidence_interval``); bad input is rejected before anything is computed.
+- :func:`mcnemar_exact`: the exact McNemar test of two classifiers' per-example correctness on
+  the *same* examples (paired by example): the exact binomial test of the discordant pairs
+  (:func:`scipy.stats.binomtest`), with an interval of the accuracy difference that matches it;
+  :func:`describe_mcnemar` writes it.
 - :func:`holm`: Holm's step-down adjustment of several p-values (one claim checked at several ε
   holds "somewhere" only if the family of tests allows it).
 - :func:`describe`, :func:`format_p`, :func:`format_interval`, :func:`verdict`: one way of
@@ -27,6 +31,19 @@ Choices stated here:
   difference is 0), ``p = 0`` when the mean difference lies on the side of the alternative
   (``> 0`` for ``"greater"``, ``< 0`` for ``"less"``, ``≠ 0`` for ``"two-sided"``) and ``p = 1``
   otherwise; the interval collapses onto the mean on its finite side(s).
+- **McNemar, exact and conditional.** Of ``n`` examples, ``a_only`` are right under ``a`` and
+  wrong under ``b``, ``b_only`` the reverse (the ``m = a_only + b_only`` discordant pairs);
+  concordant pairs carry no information on the difference. Under H0 (equal accuracy)
+  ``a_only ~ Binomial(m, 1/2)``; the p-value is that binomial test's, exact, for the
+  alternative (``"greater"``: ``P(X ≥ a_only)``, H1: ``a`` is more accurate). With no
+  discordant pair (``m = 0``) nothing tells the two apart: ``p = 1``. The interval of the
+  accuracy difference ``(a_only − b_only)/n`` is the exact (Clopper–Pearson) interval of the
+  share ``π`` of discordant pairs that favour ``a``, for the same alternative, mapped to the
+  difference as ``(2π − 1)·m/n``: it is conditional on the ``m`` discordant pairs observed
+  (it does not add the uncertainty of ``m`` itself, as Newcombe's unconditional interval does)
+  and, being the inversion of the same binomial test, excludes 0 exactly when
+  ``p < 1 − confidence``. A p-value below the smallest float (about 1e-308) is 0.0 and
+  printed as ``< 1e-300``.
 """
 from __future__ import annotations
 
@@ -42,8 +59,13 @@ __all__ = [
     "ALTERNATIVES",
     "PairedTest",
     "paired_test",
+    "McNemarTest",
+    "MCNEMAR_ALTERNATIVES",
+    "mcnemar_exact",
+    "describe_mcnemar",
     "holm",
     "format_p",
+    "format_tiny_p",
     "format_interval",
     "describe",
     "verdict",
@@ -159,6 +181,131 @@ def paired_test(
     return PairedTest(n=n, mean_difference=mean, sd=float(d.std(ddof=1)), t=float(res.statistic),
                       df=int(res.df), p_value=float(res.pvalue), ci_low=float(ci.low), ci_high=float(ci.high),
                       test=name, confidence=float(confidence), alternative=alternative, unit=unit)
+
+
+@dataclasses.dataclass(frozen=True)
+class McNemarTest:
+    """The outcome of :func:`mcnemar_exact`.
+
+    ``n``: paired examples; ``a_only``: examples right under ``a`` and wrong under ``b``;
+    ``b_only``: the reverse (``a_only + b_only`` discordant pairs); ``difference``: accuracy of
+    ``a`` − accuracy of ``b`` in points, ``100·(a_only − b_only)/n``; ``p_value``: the exact
+    binomial test's for ``alternative``; ``ci_low``, ``ci_high``: the ``confidence`` interval of
+    ``difference`` (points) that matches it (module docstring); ``test``: the name as printed;
+    ``unit``: what one pair is (``"image"``).
+    """
+
+    n: int
+    a_only: int
+    b_only: int
+    difference: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    test: str
+    confidence: float
+    alternative: str = "greater"
+    unit: str = "image"
+
+    @property
+    def discordant(self) -> int:
+        """``a_only + b_only``."""
+        return self.a_only + self.b_only
+
+    def significant(self, alpha: float) -> bool:
+        """``p_value < alpha``."""
+        return bool(self.p_value < alpha)
+
+
+#: The alternatives of :func:`mcnemar_exact`, with the hypothesis each names.
+MCNEMAR_ALTERNATIVES: dict[str, str] = {
+    "greater": "one-sided, H1: a more accurate than b",
+    "less": "one-sided, H1: a less accurate than b",
+    "two-sided": "two-sided, H1: a and b differ in accuracy",
+}
+
+
+def _as_outcomes(name: str, values: Sequence[bool] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (one entry per example), got shape {arr.shape}")
+    if arr.dtype != bool:
+        if arr.dtype.kind not in "iuf" or not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name} must hold per-example correctness (True/False or 1/0), got dtype "
+                             f"{arr.dtype} with values other than 0 and 1")
+        arr = arr.astype(bool)
+    return arr
+
+
+def mcnemar_exact(
+    a_correct: Sequence[bool] | np.ndarray,
+    b_correct: Sequence[bool] | np.ndarray,
+    *,
+    alternative: str = "greater",
+    confidence: float = 0.95,
+    unit: str = "image",
+) -> McNemarTest:
+    """The exact McNemar test of two classifiers scored on the same examples.
+
+    ``a_correct[i]`` / ``b_correct[i]``: whether ``a`` / ``b`` got example ``i`` right (booleans
+    or 0/1, the same examples in the same order). ``alternative``: ``"greater"`` (H1: ``a`` is
+    more accurate; the default), ``"less"`` or ``"two-sided"``. The p-value is the exact
+    binomial test (:func:`scipy.stats.binomtest`, ``p = 1/2``) of ``a_only`` among the
+    discordant pairs; the interval of the accuracy difference is the matching exact
+    conditional one (module docstring). With no discordant pairs (``m = 0``): ``p = 1`` and the
+    interval's finite bound(s) at 0.
+
+    Raises :class:`ValueError` before computing when the lengths differ, there are no
+    examples, an entry is not a correctness flag, or ``alternative`` / ``confidence`` is invalid.
+    """
+    if alternative not in MCNEMAR_ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {list(MCNEMAR_ALTERNATIVES)}, got {alternative!r}")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    a, b = _as_outcomes("a_correct", a_correct), _as_outcomes("b_correct", b_correct)
+    if len(a) != len(b):
+        raise ValueError(f"a_correct and b_correct must be paired: got {len(a)} and {len(b)} entries; score both "
+                         f"on the same {unit}s, in the same order")
+    n = len(a)
+    if n == 0:
+        raise ValueError(f"a McNemar test needs at least one {unit}; got none")
+    a_only = int(np.count_nonzero(a & ~b))
+    b_only = int(np.count_nonzero(~a & b))
+    m = a_only + b_only
+    name = f"exact McNemar test ({MCNEMAR_ALTERNATIVES[alternative]})"
+    difference = 100.0 * (a_only - b_only) / n
+    if m == 0:  # nothing tells a and b apart
+        p_value = 1.0
+        ci_low = -math.inf if alternative == "less" else 0.0
+        ci_high = math.inf if alternative == "greater" else 0.0
+    else:
+        res = _st.binomtest(a_only, m, 0.5, alternative=alternative)
+        ci = res.proportion_ci(confidence_level=confidence, method="exact")  # one-sided for a one-sided test
+        p_value = float(res.pvalue)
+        scale = 100.0 * m / n  # share π of discordant pairs favouring a → difference (2π − 1)·m/n, in points
+        ci_low = -math.inf if alternative == "less" else (2.0 * float(ci.low) - 1.0) * scale
+        ci_high = math.inf if alternative == "greater" else (2.0 * float(ci.high) - 1.0) * scale
+    return McNemarTest(n=n, a_only=a_only, b_only=b_only, difference=difference, p_value=p_value, ci_low=ci_low,
+                       ci_high=ci_high, test=name, confidence=float(confidence), alternative=alternative, unit=unit)
+
+
+def format_tiny_p(p: float) -> str:
+    """:func:`format_p`, except that a p-value that underflowed to 0.0 reads ``< 1e-300``
+    (an exact test's tail below the smallest float, not an exact 0)."""
+    return "< 1e-300" if p == 0 else f"= {format_p(p)}"
+
+
+def describe_mcnemar(result: McNemarTest, *, a: str = "a", b: str = "b", decimals: int = 2) -> str:
+    """The test as one phrase: ``exact McNemar test (one-sided, H1: a more accurate than b),
+    n = 2000 images, a alone right on 40, b alone right on 12, difference +1.40 points, 95 % CI
+    [+0.75, ∞), p = 1.2e-04``; ``a`` and ``b`` name the two classifiers."""
+    level = f"{100 * result.confidence:g} %"
+    test = result.test.replace("a more accurate than b", f"{a} more accurate than {b}") \
+        .replace("a less accurate than b", f"{a} less accurate than {b}") \
+        .replace("a and b differ", f"{a} and {b} differ")
+    return (f"{test}, n = {result.n:,} {result.unit}s, {a} alone right on {result.a_only:,}, {b} alone right on "
+            f"{result.b_only:,}, difference {result.difference:+.{decimals}f} points, {level} CI "
+            f"{format_interval(result.ci_low, result.ci_high, decimals=decimals)}, p {format_tiny_p(result.p_value)}")
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

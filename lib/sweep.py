@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ __all__ = [
     "check_nonfinite_rule",
     "iter_batches",
     "evaluate",
+    "evaluate_outcomes",
     "sweep",
     "derive_seed",
     "corruption_grid",
@@ -139,12 +141,46 @@ def evaluate(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    values, _, _ = _evaluate(model, x, y, batch_size=batch_size, transform=transform, nonfinite=nonfinite,
+                             per_example=False)
+    return {m: values[m] for m in metrics}
+
+
+def evaluate_outcomes(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    transform: Transform | None = None,
+    nonfinite: str = "wrong",
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """:func:`evaluate` (every metric of :data:`METRICS`, the same floats) and, per example of
+    ``(x, y)`` in order, whether it was classified correctly and whether its logits were all
+    finite: ``(metrics, correct, finite)``, two boolean arrays of length ``len(y)``.
+
+    ``correct[i]`` is ``argmax(logits_i) == y_i`` *and* ``finite[i]``: an example with
+    non-finite logits is never correct in the array, whatever ``nonfinite`` says. Under
+    ``"wrong"``, ``accuracy == 100 * correct.sum() / len(y)`` exactly; under ``"uniform"``
+    the accuracy adds ``nonfinite / C``, the expected credit of the uniform guesses, which
+    no single example carries."""
+    check_nonfinite_rule(nonfinite)
+    return _evaluate(model, x, y, batch_size=batch_size, transform=transform, nonfinite=nonfinite, per_example=True)
+
+
+def _evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, transform: Transform | None,
+    nonfinite: str, per_example: bool,
+) -> tuple[dict[str, float], np.ndarray | None, np.ndarray | None]:
+    """The evaluation loop of :func:`evaluate` and :func:`evaluate_outcomes`."""
     if len(y) == 0:
         raise ValueError("cannot evaluate on an empty dataset")
     batches = iter_batches(x, y, batch_size)  # validates sizes before any forward pass
     correct = torch.zeros((), dtype=torch.int64, device=y.device)
     bad = torch.zeros((), dtype=torch.int64, device=y.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    hits: list[torch.Tensor] = []
+    finites: list[torch.Tensor] = []
     classes = None
     with _eval_mode(model), torch.inference_mode():
         for xb, yb in batches:
@@ -153,9 +189,13 @@ def evaluate(
                 raise ValueError(f"the model must return (batch, classes) logits, got shape {tuple(logits.shape)}")
             classes = int(logits.shape[1])
             finite = torch.isfinite(logits).all(dim=1)
-            correct += ((logits.argmax(dim=1) == yb) & finite).sum()
+            hit = (logits.argmax(dim=1) == yb) & finite
+            correct += hit.sum()
             bad += (~finite).sum()
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").to(torch.float64)
+            if per_example:
+                hits.append(hit.cpu())
+                finites.append(finite.cpu())
     total = len(y)
     values = {
         "accuracy": 100.0 * int(correct) / total,
@@ -164,7 +204,9 @@ def evaluate(
     }
     if nonfinite == "uniform":
         values["accuracy"] = values["accuracy"] + values["nonfinite"] / classes
-    return {m: values[m] for m in metrics}
+    if not per_example:
+        return values, None, None
+    return values, torch.cat(hits).numpy().astype(bool), torch.cat(finites).numpy().astype(bool)
 
 
 # --------------------------------------------------------------------------------------
@@ -291,6 +333,7 @@ def sweep(
     keys: Sequence[str] | None = None,
     progress: bool = False,
     desc: str | None = None,
+    require: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Run ``evaluate`` at every grid point under the perturbation ``apply(point)``.
 
@@ -302,7 +345,10 @@ def sweep(
     ``csv_path``: each finished row is appended to this CSV at once (one flushed line).
     With ``resume=True`` rows already there — matched on ``keys``, by default every
     key of the points — are not recomputed, and a torn last line from an interrupted
-    write is dropped; ``resume=False`` starts the file afresh. Returns a DataFrame with
+    write is dropped; ``resume=False`` starts the file afresh. ``require``: columns a
+    CSV row must have filled (non-empty) to count as done; a row without them (e.g. written
+    before the column existed) is recomputed and appended, and the later row is kept.
+    Returns a DataFrame with
     one row per point, in the order of ``points`` (read back from the CSV when given,
     so a resumed run returns the same frame as an uninterrupted one).
     """
@@ -327,7 +373,8 @@ def sweep(
             _repair_tail(path)
             header, rows = _read_rows(path)
             if all(key in header for key in keys):
-                done = {tuple(_canon(row[key]) for key in keys) for row in rows}
+                done = {tuple(_canon(row[key]) for key in keys) for row in rows
+                        if all(row.get(col) not in (None, "") for col in require)}
         elif path.exists():
             path.unlink()
 

@@ -167,3 +167,79 @@ def test_formatting_and_verdicts() -> None:
     assert S.verdict(r, alpha=0.05, holds=False).startswith("does not hold (")  # another condition failed
     assert S.verdict(r, alpha=0.05, p_adjusted=0.06).endswith("Holm 0.060 ≥ α = 0.05)")
     assert S.not_tested(1) == "not tested (1 seed: a paired test needs at least 2; set seeds: [...] with ≥ 2 entries)"
+
+
+# --------------------------------------------------------------------------- exact McNemar
+def _pairs(a_only: int, b_only: int, both: int = 0, neither: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example correctness of two classifiers with the given cells of the 2×2 table."""
+    a = [True] * a_only + [False] * b_only + [True] * both + [False] * neither
+    b = [False] * a_only + [True] * b_only + [True] * both + [False] * neither
+    return np.array(a), np.array(b)
+
+
+def test_mcnemar_exact_by_hand() -> None:
+    # 7 discordant pairs favour a, 1 favours b, 92 concordant: under H0 a_only ~ Bin(8, 1/2);
+    # P(X ≥ 7) = (C(8,7) + C(8,8)) / 2^8 = 9/256; two-sided doubles it; P(X ≤ 7) = 1 − 1/256
+    a, b = _pairs(7, 1, both=60, neither=32)
+    r = S.mcnemar_exact(a, b)
+    assert (r.n, r.a_only, r.b_only, r.discordant) == (100, 7, 1, 8)
+    assert r.p_value == pytest.approx(9 / 256, rel=1e-12) and r.difference == pytest.approx(6.0)
+    assert r.alternative == "greater" and r.test == "exact McNemar test (one-sided, H1: a more accurate than b)"
+    assert r.significant(0.05) and not r.significant(0.03)
+    assert S.mcnemar_exact(a, b, alternative="two-sided").p_value == pytest.approx(18 / 256, rel=1e-12)
+    assert S.mcnemar_exact(a, b, alternative="less").p_value == pytest.approx(255 / 256, rel=1e-12)
+    assert S.mcnemar_exact(b, a).p_value == pytest.approx(255 / 256, rel=1e-12)  # the other direction
+    # concordant pairs carry no information: the same p with none of them, the difference scales with n
+    bare = S.mcnemar_exact(*_pairs(7, 1))
+    assert bare.p_value == r.p_value and bare.difference == pytest.approx(75.0)
+    # all 5 discordant pairs favour a: p = 2^-5; the one-sided exact bound on π solves π^5 = 0.05,
+    # so the difference's lower bound is (2·0.05^(1/5) − 1)·5/10, in points
+    r = S.mcnemar_exact(*_pairs(5, 0, both=5))
+    assert r.p_value == pytest.approx(1 / 32, rel=1e-12)
+    assert r.ci_low == pytest.approx(100 * (2 * 0.05 ** (1 / 5) - 1) * 5 / 10, rel=1e-6) and r.ci_high == math.inf
+    low = S.mcnemar_exact(*_pairs(0, 5, both=5), alternative="less")
+    assert low.ci_low == -math.inf and low.ci_high == pytest.approx(-r.ci_low, rel=1e-6)
+
+
+def test_mcnemar_interval_matches_the_test() -> None:
+    for a_only in range(0, 13):
+        for b_only in range(0, 13):
+            if a_only + b_only == 0:
+                continue
+            for alternative in ("greater", "less", "two-sided"):
+                r = S.mcnemar_exact(*_pairs(a_only, b_only, both=10), alternative=alternative)
+                excludes = r.ci_low > 0 or r.ci_high < 0
+                assert excludes == (r.p_value < 0.05), (a_only, b_only, alternative, r)
+                assert r.ci_low <= r.difference <= r.ci_high
+
+
+def test_mcnemar_without_discordant_pairs_is_p_one() -> None:
+    r = S.mcnemar_exact([True, False, True], [True, False, True])
+    assert r.p_value == 1.0 and r.discordant == 0 and r.difference == 0.0
+    assert (r.ci_low, r.ci_high) == (0.0, math.inf)
+    assert S.mcnemar_exact([1, 0], [1, 0], alternative="two-sided").ci_high == 0.0
+
+
+def test_mcnemar_rejects_bad_input_before_computing() -> None:
+    with pytest.raises(ValueError, match="must be paired: got 3 and 2 entries; score both on the same images"):
+        S.mcnemar_exact([True, True, False], [True, False])
+    with pytest.raises(ValueError, match="needs at least one image"):
+        S.mcnemar_exact([], [])
+    with pytest.raises(ValueError, match="a_correct must hold per-example correctness"):
+        S.mcnemar_exact([1, 2], [1, 0])
+    with pytest.raises(ValueError, match="b_correct must be one-dimensional"):
+        S.mcnemar_exact([True], [[True]])
+    with pytest.raises(ValueError, match="alternative must be one of"):
+        S.mcnemar_exact([True], [False], alternative="bigger")
+    with pytest.raises(ValueError, match="confidence must be a number strictly between 0 and 1"):
+        S.mcnemar_exact([True], [False], confidence=95)
+
+
+def test_mcnemar_description_and_a_p_value_below_the_smallest_float() -> None:
+    r = S.mcnemar_exact(*_pairs(7, 1, both=92))
+    assert S.describe_mcnemar(r, a="FC", b="Conv") == (
+        "exact McNemar test (one-sided, H1: FC more accurate than Conv), n = 100 images, FC alone right on 7, "
+        "Conv alone right on 1, difference +6.00 points, 95 % CI [+0.47, ∞), p = 0.035")
+    huge = S.mcnemar_exact(*_pairs(1200, 0))
+    assert huge.p_value == 0.0 and S.format_tiny_p(huge.p_value) == "< 1e-300"
+    assert S.format_tiny_p(9 / 256) == "= 0.035"

@@ -527,3 +527,40 @@ def test_corruption_sweep_marks_uniform_rows_and_does_not_resume_across_rules(tr
     again = S.corruption_sweep(trained, params, g, data.test_x, data.test_y, csv_path=wrong_csv, nonfinite="uniform",
                                resume=False, **args)
     assert list(again["nonfinite_rule"]) == ["uniform"]
+
+
+def test_evaluate_outcomes_per_example_by_hand() -> None:
+    x = torch.arange(8, dtype=torch.float32).unsqueeze(1)  # examples 0-2 non-finite
+    y = torch.tensor([0, 1, 2, 0, 0, 1, 3, 0])
+    for rule in S.NONFINITE_RULES:
+        values, correct, finite = S.evaluate_outcomes(_HalfNaN(), x, y, batch_size=3, nonfinite=rule)
+        plain = S.evaluate(_HalfNaN(), x, y, batch_size=3, nonfinite=rule)  # the same floats
+        assert list(values) == list(plain) and math.isnan(values["loss"]) and math.isnan(plain["loss"])
+        assert (values["accuracy"], values["nonfinite"]) == (plain["accuracy"], plain["nonfinite"])
+        # example 0 has label 0 = the argmax, but non-finite logits: never correct in the outcomes
+        assert correct.tolist() == [False, False, False, True, True, False, False, True]
+        assert finite.tolist() == [False, False, False, True, True, True, True, True]
+    assert 100.0 * correct.sum() / len(y) == S.evaluate(_HalfNaN(), x, y, nonfinite="wrong")["accuracy"]
+    net = _HalfNaN()
+    with pytest.raises(ValueError, match="unknown non-finite rule"):
+        S.evaluate_outcomes(net, x, y, nonfinite="chance")
+    with pytest.raises(ValueError, match="empty"):
+        S.evaluate_outcomes(net, x[:0], y[:0])
+    assert net.calls == 0
+
+
+def test_sweep_recomputes_rows_that_lack_a_required_column(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    S.sweep(POINTS, Counter().apply, Counter().evaluate, path)  # rows without "extra2"
+
+    class Wider(Counter):
+        def evaluate(self, point):
+            return {**super().evaluate(point), "extra2": f"x{point['x']}"}
+
+    c = Wider()
+    df = S.sweep(POINTS, c.apply, c.evaluate, path, require=["extra2"])
+    assert len(c.applied) == len(POINTS)  # none counted as done
+    assert df["extra2"].tolist() == [f"x{p['x']}" for p in POINTS] and len(df) == len(POINTS)
+    again = Wider()
+    S.sweep(POINTS, again.apply, again.evaluate, path, require=["extra2"])
+    assert again.applied == []  # now every row has it
