@@ -39,9 +39,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 3; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# the package is lib/ imported as paramstress (pip install -e . where pip can reach an index)
-mkdir -p /tmp/pp && ln -sfn "$PWD/lib" /tmp/pp/paramstress
-export PYTHONPATH=/tmp/pp${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# the package is lib/paramstress (pip install -e . where pip can reach an index)
+export PYTHONPATH=$PWD/lib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export PARAMSTRESS_GIT_COMMIT=$commit PARAMSTRESS_OFFLINE=1
 for carried in .devstage/data .devcarry/data; do
   if [ -d "$carried" ]; then

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-import paramstress  # noqa: F401  (before torchvision: see lib/_torchvision_compat.py)
+import paramstress  # noqa: F401  (before torchvision: see lib/paramstress/engine/_torchvision_compat.py)
 from paramstress import corruption as C
 from paramstress import data, training
 from paramstress import vulnerability as V

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 from torch import nn
 
-from paramstress import corruption as C
+from paramstress.corruption import operators as C
 
 P_VALUES = [1.0, 1.5, 2.0, 3.0, math.inf]
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from paramstress import corruption as C
+from paramstress.corruption import operators as C
 from paramstress import sweep as S
 from paramstress.data import ImageData
 

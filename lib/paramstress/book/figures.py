@@ -1,0 +1,128 @@
+"""Figures drawn by more than one page, or redrawn from a page's committed CSVs.
+
+- :func:`fig9_greyed`: Pravin et al.'s Fig. 9 (global normalised scores over training, one
+  panel per network and data set) with the collapsed runs greyed out and labelled;
+- :func:`fig10_greyed`: their Fig. 10 (local landscapes, layers × epochs) for one score, one
+  panel per network and data set, the collapsed runs greyed out and labelled.
+
+Both take the tidy score rows of the score-landscape page (columns model, dataset, layer,
+epoch, ``<score>_norm``, ``<score>_mark``, position) and a boolean Series of collapsed runs
+indexed by (model, dataset) (:func:`paramstress.collapse.collapsed_runs`).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from paramstress.book import labels
+
+__all__ = ["fig9_greyed", "fig10_greyed"]
+
+_GREY = "#d9d9d9"
+
+
+def _check(scores: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in ("model", "dataset", "layer", "epoch", *columns) if c not in scores.columns]
+    if missing:
+        raise ValueError(f"the score rows lack columns {missing}: pass score_landscapes.scores.csv")
+
+
+def _is_collapsed(collapsed: pd.Series, model: str, dataset: str) -> bool:
+    return bool(collapsed.get((model, dataset), False))
+
+
+def _collapse_note(ax: plt.Axes, accuracy: Mapping[tuple[str, str], float] | None, model: str, dataset: str) -> None:
+    ax.set_facecolor(_GREY)
+    acc = None if accuracy is None else accuracy.get((model, dataset))
+    text = "collapsed run" + ("" if acc is None else f"\n(test accuracy {acc:.1f} %)") + "\nnot a result"
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="black",
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "grey"})
+
+
+def fig9_greyed(scores: pd.DataFrame, collapsed: pd.Series, *, global_layer: str = "global",
+                accuracy: Mapping[tuple[str, str], float] | None = None) -> plt.Figure:
+    """Fig. 9 from the tidy score rows: per network (rows) and data set (columns) the
+    normalised global φ_clean, φ_adv and Δφ over the snapshots; the panels of collapsed runs
+    are greyed, their lines grey, and labelled (with ``accuracy[(model, dataset)]`` when given)."""
+    cols = [f"{s}_norm" for s in labels.SCORES]
+    _check(scores, cols)
+    glob = scores[scores["layer"] == global_layer]
+    models = list(dict.fromkeys(glob["model"]))
+    datasets = list(dict.fromkeys(glob["dataset"]))
+    if not models:
+        raise ValueError(f"no rows of the global scope {global_layer!r}")
+    palette = dict(zip(labels.SCORES, sns.color_palette("colorblind", len(labels.SCORES))))
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.3 * len(datasets), 2.3 * len(models)),
+                             sharex=True, sharey=True, squeeze=False)
+    for i, m in enumerate(models):
+        for j, d in enumerate(datasets):
+            ax = axes[i, j]
+            part = glob[(glob["model"] == m) & (glob["dataset"] == d)].sort_values("epoch")
+            dead = _is_collapsed(collapsed, m, d)
+            for s, marker in zip(labels.SCORES, "os^"):
+                ax.plot(part["epoch"], part[f"{s}_norm"], marker=marker, ms=4, lw=1.2,
+                        color="grey" if dead else palette[s], label=labels.SCORES[s])
+            ax.axhline(0, color="black", lw=0.7)
+            ax.set_ylim(-0.55, 0.55)
+            if dead:
+                _collapse_note(ax, accuracy, m, d)
+            if i == 0:
+                ax.set_title(labels.label(d))
+            if j == 0:
+                ax.set_ylabel(f"{labels.label(m, labels.ARCHS)}\nnormalised score")
+            if i == len(models) - 1:
+                ax.set_xlabel("epoch")
+    # the legend from a panel drawn in colour (a collapsed one has grey lines), else the first
+    live = next(((i, j) for i, m in enumerate(models) for j, d in enumerate(datasets)
+                 if not _is_collapsed(collapsed, m, d)), (0, 0))
+    handles, names = axes[live].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(names), bbox_to_anchor=(0.5, 1.02))
+    fig.suptitle("Fig. 9: global scores of the combined response (normalised; 0 = robust; grey: collapsed run)",
+                 y=1.06)
+    fig.tight_layout()
+    return fig
+
+
+def fig10_greyed(scores: pd.DataFrame, collapsed: pd.Series, *, score: str = "phi_clean",
+                 global_layer: str = "global", accuracy: Mapping[tuple[str, str], float] | None = None
+                 ) -> plt.Figure:
+    """Fig. 10 for one score from the tidy score rows: per network (rows) and data set
+    (columns) a heatmap of the normalised local score, layers (by position) × epochs, with
+    the label marks; collapsed runs drawn in greys and labelled."""
+    if score not in labels.SCORES:
+        raise ValueError(f"score must be one of {list(labels.SCORES)}, got {score!r}")
+    _check(scores, [f"{score}_norm", f"{score}_mark", "position"])
+    local = scores[scores["layer"] != global_layer]
+    models = list(dict.fromkeys(local["model"]))
+    datasets = list(dict.fromkeys(local["dataset"]))
+    rows = max(int(local[local["model"] == m]["layer"].nunique()) for m in models)
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.4 * len(datasets), 0.32 * rows * len(models) + 1.5),
+                             squeeze=False)
+    for i, m in enumerate(models):
+        order = (local[local["model"] == m].drop_duplicates("layer").sort_values("position")["layer"].tolist())
+        for j, d in enumerate(datasets):
+            ax = axes[i, j]
+            sub = local[(local["model"] == m) & (local["dataset"] == d)]
+            mat = sub.pivot(index="layer", columns="epoch", values=f"{score}_norm").reindex(order)
+            ann = sub.pivot(index="layer", columns="epoch", values=f"{score}_mark").reindex(order).fillna("")
+            dead = _is_collapsed(collapsed, m, d)
+            cmap = plt.matplotlib.colors.ListedColormap([_GREY]) if dead else "RdBu"
+            sns.heatmap(mat.astype(float), ax=ax, cmap=cmap, center=None if dead else 0, vmin=-0.5, vmax=0.5,
+                        annot=ann, fmt="", cbar=False, annot_kws={"fontsize": 6, "color": "dimgrey"} if dead
+                        else {"fontsize": 6}, linewidths=0.3)
+            if dead:
+                _collapse_note(ax, accuracy, m, d)
+            ax.set_title(f"{labels.label(m, labels.ARCHS)}, {labels.label(d)}", fontsize=9)
+            ax.set_xlabel("epoch" if i == len(models) - 1 else "")
+            ax.set_ylabel("")
+            ax.tick_params(axis="y", labelsize=6)
+            if j:
+                ax.set_yticklabels([])
+    fig.suptitle(f"Fig. 10: local landscapes of {labels.SCORES[score]} (normalised; red fragile, blue antifragile; "
+                 "grey: collapsed run)", y=1.0)
+    fig.tight_layout()
+    return fig

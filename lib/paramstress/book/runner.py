@@ -1,0 +1,171 @@
+"""Execute the book's notebooks at a profile, through papermill's Python API.
+
+    python -m paramstress.runner quickstart --profile local      # published → in place in book/
+    python -m paramstress.runner all --profile gpu               # → runs/gpu/<nb>.ipynb
+    python -m paramstress.runner all --ci-copies                 # → tests/notebooks/ (nbval)
+    python -m paramstress.runner all --published-only            # what `make book` executes
+    python -m paramstress.runner quickstart -p epochs 1 --out /tmp/x
+
+(``make run NB=<name> PROFILE=<p>`` calls this.) Everything is checked before a kernel
+starts: notebook and profile names, parameter names, and that each data set the
+parameters name can be found (a missing or corrupted data set stops the run here,
+with the data layer's message). A run at a profile other than the notebook's
+published one never writes into ``book/``. Output is written to a temporary file and
+moved into place only when the whole notebook succeeded; a failed run's partial
+notebook goes to ``runs/failed/`` and the exit status is non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from paramstress.book import profiles
+
+OUTPUT_DIR_ENV = "PARAMSTRESS_OUTPUT_DIR"
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def output_dir() -> Path:
+    """Folder for a notebook's tidy results: beside the executed notebook under the runner, else cwd."""
+    return Path(os.environ.get(OUTPUT_DIR_ENV) or Path.cwd())
+
+
+def book_dir() -> Path:
+    return profiles.repo_root() / "book"
+
+
+def _literal(text: str) -> Any:
+    """Parse ``-p key value`` values like papermill's ``-p``: Python literals, else strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def target_path(notebook: str, profile: str, out: str | None, ci_copies: bool) -> Path:
+    published = profiles.published(notebook)
+    if ci_copies:
+        folder = profiles.repo_root() / "tests" / "notebooks"
+    elif out:
+        folder = Path(out)
+    elif profile == published:
+        folder = book_dir()
+    else:
+        folder = profiles.repo_root() / "runs" / profile
+    target = (folder / f"{notebook}.ipynb").resolve()
+    if target == (book_dir() / f"{notebook}.ipynb").resolve() and profile != published:
+        raise RunError(f"{notebook} is published at profile {published!r}; a {profile!r} run may not "
+                       f"overwrite book/{notebook}.ipynb. Use --out DIR (default runs/{profile}/).")
+    return target
+
+
+def preflight(notebook: str, params: dict[str, Any]) -> None:
+    """Fail before any kernel starts: the source notebook exists and its data sets are reachable."""
+    source = book_dir() / f"{notebook}.ipynb"
+    if not source.exists():
+        raise RunError(f"{source} does not exist (params/{notebook}.yml names it)")
+    names = []
+    for key in ("dataset", "datasets", "tasks"):
+        value = params.get(key)
+        if value:
+            names += [value] if isinstance(value, str) else list(value)
+    if names:
+        from paramstress.engine import data
+
+        for name in names:
+            data.verify(name)  # raises UnknownDataset / DataNotFound / ChecksumMismatch with the fix
+
+
+def execute(notebook: str, profile: str, overrides: dict[str, Any], target: Path) -> float:
+    import papermill
+
+    source = book_dir() / f"{notebook}.ipynb"
+    params = profiles.parameters(notebook, profile, **overrides)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{notebook}.", suffix=".ipynb")
+    os.close(fd)
+    env_before = os.environ.get(OUTPUT_DIR_ENV)
+    os.environ[OUTPUT_DIR_ENV] = str(target.parent)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), tmp, parameters=params, cwd=str(target.parent),
+                                   progress_bar=sys.stderr.isatty(), log_output=True,
+                                   kernel_name="python3")
+    except BaseException as err:
+        failed = profiles.repo_root() / "runs" / "failed" / f"{notebook}.{profile}.ipynb"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        if Path(tmp).exists():
+            os.replace(tmp, failed)
+        evalue = getattr(err, "evalue", None) or str(err)
+        raise RunError(f"{notebook} at profile {profile!r} failed: {getattr(err, 'ename', type(err).__name__)}: "
+                       f"{evalue}\n(partial notebook: {failed})") from err
+    else:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an executed notebook is an ordinary file
+        os.replace(tmp, target)
+    finally:
+        if env_before is None:
+            os.environ.pop(OUTPUT_DIR_ENV, None)
+        else:
+            os.environ[OUTPUT_DIR_ENV] = env_before
+        Path(tmp).unlink(missing_ok=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="paramstress-run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="+", help="notebook names (book/<name>.ipynb) or 'all'")
+    ap.add_argument("--profile", default=None, help=f"one of {profiles.PROFILES} (default: local; ci with --ci-copies)")
+    ap.add_argument("--out", default=None, help="output folder (default: book/ for the published profile, else runs/<profile>/)")
+    ap.add_argument("--ci-copies", action="store_true", help="write the CI-profile copies nbval checks (tests/notebooks/)")
+    ap.add_argument("--published-only", action="store_true",
+                    help="run only the notebooks published at --profile (in place in book/); keep the others' committed runs")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    args = ap.parse_args(argv)
+    import logging
+
+    # papermill logs "Executing Cell N" and the cells' output at INFO: that is the progress output
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    try:
+        names = profiles.notebooks() if args.notebooks == ["all"] else args.notebooks
+        overrides = {k: _literal(v) for k, v in args.parameter}
+        plan = []
+        for name in names:  # check everything before anything runs
+            profile = args.profile or ("ci" if args.ci_copies else profiles.DEFAULT_PROFILE)
+            if args.published_only and profiles.published(name) != profile:
+                print(f"keeping book/{name}.ipynb: it is published at profile "
+                      f"{profiles.published(name)!r}, not {profile!r}", flush=True)
+                continue
+            if args.ci_copies and profile != "ci":
+                raise RunError("--ci-copies writes the nbval copies, which are executed at profile 'ci'")
+            params = profiles.parameters(name, profile, **overrides)
+            profiles.check(name, params)  # every value against params/<name>.yml's schema
+            target = target_path(name, profile, args.out, args.ci_copies)
+            preflight(name, params)
+            plan.append((name, profile, target))
+        for i, (name, profile, target) in enumerate(plan, 1):
+            print(f"[{i}/{len(plan)}] {name} @ {profile} → {target}", flush=True)
+            seconds = execute(name, profile, overrides, target)
+            print(f"[{i}/{len(plan)}] {name} done in {seconds:.1f} s", flush=True)
+    except Exception as err:
+        from paramstress.engine import data
+
+        if isinstance(err, (RunError, profiles.ProfileError, data.DataError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
