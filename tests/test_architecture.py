@@ -3,6 +3,7 @@ lib/paramstress goes to its own layer or one below, and the old flat names are t
 modules themselves."""
 import ast
 import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,46 @@ def test_the_runner_runs_under_its_old_name():
     out = subprocess.run([sys.executable, "-m", "paramstress.runner", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "notebooks" in out.stdout, out.stderr
+
+
+def _private_uses(path: Path):
+    """``from paramstress.x import _name`` and ``alias._name`` where ``alias`` is an imported
+    paramstress module."""
+    tree = ast.parse(path.read_text())
+    modules = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("paramstress"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    yield node.lineno, f"{node.module}.{a.name}"
+                target = f"{node.module}.{a.name}"
+                if importlib.util.find_spec(node.module) and _is_module(target):
+                    modules[a.asname or a.name] = target
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("paramstress"):
+                    modules[a.asname or a.name] = a.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            yield node.lineno, f"{modules[node.value.id]}.{node.attr}"
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ModuleNotFoundError, ValueError):
+        return False
+
+
+def test_modules_use_only_each_others_public_names():
+    bad = [f"{module}:{line} uses {target}" for path, module in _modules() for line, target in _private_uses(path)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_private_name_check_can_fail(tmp_path):
+    fake = tmp_path / "x.py"
+    fake.write_text("from paramstress.engine import sweep as S\nS._repair_tail\n"
+                    "from paramstress.engine.training import _data_identity\n")
+    assert sorted(t for _, t in _private_uses(fake)) == ["paramstress.engine.sweep._repair_tail",
+                                                         "paramstress.engine.training._data_identity"]

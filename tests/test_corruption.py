@@ -256,14 +256,14 @@ def test_random_corruption_draws_on_the_generator_and_solves_on_the_device(monke
     """``device=``: r is drawn by the (CPU) generator, moved, and top_n/signs run on the
     target device, so a GPU sweep does not pay a CPU top_n of k entries per draw."""
     seen = []
-    real = C._unit_corruption
+    real = C.unit_corruption
 
     def spy(v, p, n):
         seen.append(v.device)
         # the meta device holds no values to select from; the CPU calls below compute for real
         return torch.zeros_like(v) if v.device.type == "meta" else real(v, p, n)
 
-    monkeypatch.setattr(C, "_unit_corruption", spy)
+    monkeypatch.setattr(C, "unit_corruption", spy)
     a = C.random_corruption(60, 0.5, math.inf, 7, torch.Generator().manual_seed(3),
                             dtype=torch.float64, device="meta")
     assert seen == [torch.device("meta")] and a.device.type == "meta" and a.dtype == torch.float64
@@ -319,7 +319,7 @@ def test_bad_arguments_raise_before_compute(eps, p, n, match, monkeypatch) -> No
         raise AssertionError("computation started before validation")
 
     monkeypatch.setattr(C, "_top_n", boom)
-    monkeypatch.setattr(C, "_unit_corruption", boom)
+    monkeypatch.setattr(C, "unit_corruption", boom)
     g = torch.ones(5)
     with pytest.raises(ValueError, match=match):
         C.solve_corruption(g, eps, p, n)

@@ -147,7 +147,7 @@ def layer_corruption(
     if not eps_values:
         raise ValueError("eps is empty: give a corruption size or a grid of them")
     for e in eps_values:
-        C._check_eps(e)
+        C.check_eps(e)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (parameters that may change per layer), got {n!r}")
     gx, gy = (x, y) if grad_x is None else (grad_x, grad_y)
@@ -211,10 +211,10 @@ def layer_flatness(
     unknown = [m for m in measures if m not in ("average", "worst")]
     if unknown or not measures:
         raise ValueError(f"measures must be a non-empty subset of ('average', 'worst'), got {list(measures)}")
-    FT._check_xi(average_xi, "average_xi")
-    FT._check_xi(worst_xi, "worst_xi")
-    FT._check_count(average_samples, "average_samples")
-    FT._check_count(worst_steps, "worst_steps", minimum=0)
+    FT.check_xi(average_xi, "average_xi")
+    FT.check_xi(worst_xi, "worst_xi")
+    FT.check_count(average_samples, "average_samples")
+    FT.check_count(worst_steps, "worst_steps", minimum=0)
     rows = []
     for position, (name, named) in enumerate(groups.items()):
         row: dict[str, Any] = {"position": position, "layer": name, "k": C.subspace_size(named)}

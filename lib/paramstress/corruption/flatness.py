@@ -95,13 +95,13 @@ def flatness_parameters(model: nn.Module) -> C.NamedParameters:
     return named
 
 
-def _check_xi(xi: float, what: str = "xi") -> float:
+def check_xi(xi: float, what: str = "xi") -> float:
     if isinstance(xi, bool) or not isinstance(xi, (int, float)) or not math.isfinite(xi) or xi <= 0:
         raise ValueError(f"{what} must be a positive finite number (the relative radius ‖ν_l‖ ≤ ξ‖w_l‖), got {xi!r}")
     return float(xi)
 
 
-def _check_count(value: Any, what: str, minimum: int = 1) -> int:
+def check_count(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
     return value
@@ -109,7 +109,7 @@ def _check_count(value: Any, what: str, minimum: int = 1) -> int:
 
 def relative_sphere(named: C.NamedParameters, xi: float, generator: torch.Generator) -> torch.Tensor:
     """A flat ``ν`` with each layer uniform on the sphere ``‖ν_l‖ = ξ‖w_l‖`` (float64, CPU)."""
-    xi = _check_xi(xi)
+    xi = check_xi(xi)
     parts = []
     for _, prm in named:
         r = torch.randn(prm.numel(), generator=generator, dtype=torch.float64)
@@ -169,8 +169,8 @@ def average_case_flatness(
     Returns ``{"flatness", "loss", "perturbed_losses", "xi", "samples"}``; the weights
     are bit-identical afterwards.
     """
-    xi = _check_xi(xi)
-    samples = _check_count(samples, "samples")
+    xi = check_xi(xi)
+    samples = check_count(samples, "samples")
     _check_data(x, y)
     named = C.as_named_parameters(params) if params is not None else flatness_parameters(model)
     base = evaluate(model, x, y, batch_size=batch_size, transform=transform, metrics=["loss"])["loss"]
@@ -232,8 +232,8 @@ def worst_case_flatness(
     the ``steps + 1`` iterates. Returns ``{"flatness", "loss", "worst_loss",
     "trajectory", "xi", "steps", "lr"}``; the weights are bit-identical afterwards.
     """
-    xi = _check_xi(xi)
-    steps = _check_count(steps, "steps", minimum=0)
+    xi = check_xi(xi)
+    steps = check_count(steps, "steps", minimum=0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite number (the relative step size), got {lr!r}")
     _check_data(x, y)
@@ -282,10 +282,10 @@ def flatness(
 ) -> dict[str, float]:
     """Both measures for one model, as one tidy row: ``loss`` (clean), ``average_flatness``,
     ``worst_flatness`` and the settings used. Everything is validated first."""
-    _check_xi(average_xi, "average_xi")
-    _check_xi(worst_xi, "worst_xi")
-    _check_count(average_samples, "average_samples")
-    _check_count(worst_steps, "worst_steps", minimum=0)
+    check_xi(average_xi, "average_xi")
+    check_xi(worst_xi, "worst_xi")
+    check_count(average_samples, "average_samples")
+    check_count(worst_steps, "worst_steps", minimum=0)
     avg = average_case_flatness(model, x, y, xi=average_xi, samples=average_samples, seed=seed,
                                 batch_size=batch_size, transform=transform)
     worst = worst_case_flatness(model, x, y, xi=worst_xi, steps=worst_steps, lr=worst_lr, seed=seed,

@@ -239,7 +239,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = tuple(t for t in (
 SUBSPACES: tuple[str, ...] = ("all", "no-norm", "weights")
 
 
-def _check_subspace(subspace: Any) -> str:
+def check_subspace(subspace: Any) -> str:
     if not isinstance(subspace, str) or subspace not in SUBSPACES:
         raise ValueError(f"unknown subspace {subspace!r}; choose one of {list(SUBSPACES)} "
                          "('all': every parameter; 'no-norm': without norm-layer affine parameters; "
@@ -282,7 +282,7 @@ def table1_subspace(model: nn.Module, subspace: str = "all") -> NamedParameters:
     ``"all"`` is :func:`select_parameters` ``(model)`` with the frozen ones left out.
     Raises ``ValueError`` naming the valid values for an unknown name, and when the
     subspace is empty (e.g. ``"weights"`` of a model made of norm layers)."""
-    subspace = _check_subspace(subspace)
+    subspace = check_subspace(subspace)
     kinds = parameter_kind(model)
     keep = {"all": {"weight", "bias", "norm"}, "no-norm": {"weight", "bias"}, "weights": {"weight"}}[subspace]
     named = [(name, prm) for name, prm in model.named_parameters() if prm.requires_grad and kinds[name] in keep]
@@ -313,12 +313,12 @@ def support_share(kinds: Sequence[tuple[str, int]], v: torch.Tensor, n: int) -> 
     ``kinds`` is :func:`coordinate_kinds`; ``v`` the flat vector over the same subspace (the
     gradient ``g`` for the gradient-based corruption, the draw ``r`` for a random one). The
     support is the one :func:`top_n` keeps (ties by position)."""
-    v = _check_vector(v)
+    v = check_vector(v)
     total = sum(size for _, size in kinds)
     if total != v.numel():
         raise ValueError(f"v has {v.numel()} entries but the subspace's kinds cover {total}; "
                          "use coordinate_kinds of the same subspace")
-    n = _check_n(n, v.numel())
+    n = check_n(n, v.numel())
     idx = _top_indices(v.detach(), n) if n < v.numel() else torch.arange(v.numel(), device=v.device)
     bounds = torch.tensor([0] + list(itertools.accumulate(size for _, size in kinds)), device=idx.device)
     which = torch.bucketize(idx, bounds[1:], right=True)  # tensor position of each kept index
@@ -366,7 +366,7 @@ def parameter_vector(params: ParamsLike) -> torch.Tensor:
 # Validation (always before any compute; messages name the fix)
 # --------------------------------------------------------------------------------------
 
-def _check_p(p: float) -> float:
+def check_p(p: float) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise TypeError(f"p must be a number in [1, inf] (use math.inf for L-infinity), got {p!r}")
     p = float(p)
@@ -378,7 +378,7 @@ def _check_p(p: float) -> float:
     return p
 
 
-def _check_eps(eps: float) -> float:
+def check_eps(eps: float) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"eps must be a positive finite number, got {eps!r}")
     eps = float(eps)
@@ -387,7 +387,7 @@ def _check_eps(eps: float) -> float:
     return eps
 
 
-def _check_n(n: int, k: int) -> int:
+def check_n(n: int, k: int) -> int:
     try:
         n = operator.index(n)
     except TypeError:
@@ -399,7 +399,7 @@ def _check_n(n: int, k: int) -> int:
     return n
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
     try:
         k = operator.index(k)
     except TypeError:
@@ -409,7 +409,7 @@ def _check_k(k: int) -> int:
     return k
 
 
-def _check_vector(v: torch.Tensor, what: str = "v") -> torch.Tensor:
+def check_vector(v: torch.Tensor, what: str = "v") -> torch.Tensor:
     if not isinstance(v, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(v).__name__}")
     if v.ndim != 1:
@@ -432,7 +432,7 @@ def _check_vector(v: torch.Tensor, what: str = "v") -> torch.Tensor:
 
 def dual_exponent(p: float) -> float:
     """``p* = p/(p−1)`` (Eq. 11), with ``1* = ∞`` and ``∞* = 1``."""
-    p = _check_p(p)
+    p = check_p(p)
     if p == 1.0:
         return math.inf
     if math.isinf(p):
@@ -443,7 +443,7 @@ def dual_exponent(p: float) -> float:
 def lp_norm(x: torch.Tensor, p: float) -> float:
     """``‖x‖_p`` (the norms of Eqs. 1, 10, 11) in float64, computed as
     ``m · ‖x/m‖_p`` with ``m = max|x_i|`` (no overflow or underflow for large ``p``)."""
-    p = _check_p(p)
+    p = check_p(p)
     a = x.detach().to(torch.float64).abs()
     m = a.max() if a.numel() else torch.zeros((), dtype=torch.float64)
     if m == 0:
@@ -477,12 +477,12 @@ def _top_n(v: torch.Tensor, n: int) -> torch.Tensor:
 def top_n(v: torch.Tensor, n: int) -> torch.Tensor:
     """``top_n(v)`` of Eqs. 5 and 10: keep the ``n`` entries of largest ``|v_i|``, zero
     the rest. Ties are broken by position (the lower index is kept)."""
-    v = _check_vector(v)
-    n = _check_n(n, v.numel())
+    v = check_vector(v)
+    n = check_n(n, v.numel())
     return _top_n(v, n)
 
 
-def _unit_corruption(v: torch.Tensor, p: float, n: int) -> torch.Tensor:
+def unit_corruption(v: torch.Tensor, p: float, n: int) -> torch.Tensor:
     """Eq. 10 with ``ε = 1``, in float64 (arguments already validated)."""
     h = _top_n(v.detach().to(torch.float64), n)
     m = h.abs().max()
@@ -514,18 +514,18 @@ def solve_corruption(
     (default: ``v.dtype``) on ``v``'s device. Coordinates where ``h`` is zero stay zero;
     ``v = 0`` raises :class:`ZeroDirectionError`.
     """
-    v = _check_vector(v)
-    eps = _check_eps(eps)
-    p = _check_p(p)
-    n = _check_n(n, v.numel())
-    return (_unit_corruption(v, p, n) * eps).to(dtype or v.dtype)
+    v = check_vector(v)
+    eps = check_eps(eps)
+    p = check_p(p)
+    n = check_n(n, v.numel())
+    return (unit_corruption(v, p, n) * eps).to(dtype or v.dtype)
 
 
 def gradient_corruption(
     grad_vec: torch.Tensor, eps: float, p: float, n: int, *, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """Gradient-based corruption ``â = argmax_{a∈S} aᵀg`` (Eq. 10; Algorithm 2, step 2)."""
-    _check_vector(grad_vec, "grad_vec")
+    check_vector(grad_vec, "grad_vec")
     return solve_corruption(grad_vec, eps, p, n, dtype=dtype)
 
 
@@ -552,23 +552,23 @@ def random_corruption(
     ``benchmarks/random_corruption_device.py``); the rest is the draw. For ``p = ∞`` and ``p = 1`` the result is
     bit-identical on any device (selection and signs only); for finite ``p > 1`` the
     normaliser's sum may differ in its last bits between devices (summation order)."""
-    k = _check_k(k)
-    eps = _check_eps(eps)
-    p = _check_p(p)
-    n = _check_n(n, k)
-    return _corruption_from_draw(random_draw(k, generator), eps, p, n, dtype=dtype, device=device)
+    k = check_k(k)
+    eps = check_eps(eps)
+    p = check_p(p)
+    n = check_n(n, k)
+    return corruption_from_draw(random_draw(k, generator), eps, p, n, dtype=dtype, device=device)
 
 
 def random_draw(k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """The draw ``r ~ N(0, I_k)`` of :func:`random_corruption` (Eq. 5), float64, on the
     generator's device (CPU by default). Separate so that a sweep can draw the next row's
     ``r`` while the current row is evaluated (:func:`paramstress.corruption.sweeps.corruption_sweep`)."""
-    k = _check_k(k)
+    k = check_k(k)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(k, generator=generator, dtype=torch.float64, device=gen_device)
 
 
-def _corruption_from_draw(
+def corruption_from_draw(
     r: torch.Tensor, eps: float, p: float, n: int, *, dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -576,24 +576,24 @@ def _corruption_from_draw(
     ``r`` moved to ``device``, then Eq. 10's formula with ``r`` in place of ``g``."""
     if device is not None:
         r = r.to(device)
-    return (_unit_corruption(r, p, n) * eps).to(dtype)
+    return (unit_corruption(r, p, n) * eps).to(dtype)
 
 
 def indicator(grad_vec: torch.Tensor, eps: float, p: float, n: int) -> float:
     """The first-order (gradient-based) estimate of the indicator (Eq. 11):
     ``f(â) = âᵀg = ε ‖top_n(g)‖_{p*}`` with ``p* = p/(p−1)`` (``p = 1 → p* = ∞``,
     ``p = ∞ → p* = 1``). Zero for a zero gradient."""
-    g = _check_vector(grad_vec, "grad_vec")
-    eps = _check_eps(eps)
-    p = _check_p(p)
-    n = _check_n(n, g.numel())
+    g = check_vector(grad_vec, "grad_vec")
+    eps = check_eps(eps)
+    p = check_p(p)
+    n = check_n(n, g.numel())
     return eps * lp_norm(_top_n(g.detach().to(torch.float64), n), dual_exponent(p))
 
 
 def first_order_change(delta_vec: torch.Tensor, grad_vec: torch.Tensor) -> float:
     """``aᵀg`` in float64: the first-order loss change ``f(a)`` of Eq. 4."""
-    a = _check_vector(delta_vec, "delta_vec")
-    g = _check_vector(grad_vec, "grad_vec")
+    a = check_vector(delta_vec, "delta_vec")
+    g = check_vector(grad_vec, "grad_vec")
     if a.numel() != g.numel():
         raise ValueError(f"delta_vec has {a.numel()} entries but grad_vec has {g.numel()}")
     return float(torch.dot(a.detach().to(torch.float64), g.detach().to(device=a.device, dtype=torch.float64)))
@@ -702,7 +702,7 @@ def corrupted(model_params: ParamsLike, delta_vec: torch.Tensor) -> Iterator[Nam
     """
     named = as_named_parameters(model_params)
     k = sum(prm.numel() for _, prm in named)
-    delta = _check_vector(delta_vec, "delta_vec")
+    delta = check_vector(delta_vec, "delta_vec")
     if delta.numel() != k:
         raise ValueError(f"delta_vec has {delta.numel()} entries but the subspace has k = {k}; "
                          "build it for the same (ordered) parameter selection")

@@ -180,7 +180,7 @@ def corrupted_accuracy(
     bit-identical afterwards.
     """
     named = [(name, prm) for name, prm in model.named_parameters() if prm.requires_grad]
-    eps_list = [C._check_eps(e) for e in eps_values]
+    eps_list = [C.check_eps(e) for e in eps_values]
     if not eps_list:
         raise ValueError("eps_values is empty: give the Table 2 ε grid, e.g. [0.05, 0.1, 0.2, 0.5, 1.0]")
     g = C.subspace_gradient(model, named, F.cross_entropy, iter_batches(grad_x, grad_y, batch_size),
@@ -716,10 +716,10 @@ def task_table2(
         raise ValueError("virtual_eps is empty: give the virtual-corruption sizes to search, e.g. [0.05, 0.1]")
     if not seeds:
         raise ValueError("seeds is empty: give at least one training seed")
-    eps_list = [C._check_eps(e) for e in eval_eps]
+    eps_list = [C.check_eps(e) for e in eval_eps]
     if not eps_list:
         raise ValueError("eval_eps is empty: give the Table 2 ε grid (L2, n = k)")
-    virtual = [C._check_eps(e) for e in virtual_eps]
+    virtual = [C.check_eps(e) for e in virtual_eps]
     p_float = parse_p(p)
     p_json: Any = "inf" if math.isinf(p_float) else p
     metric, better = task.metric, task.higher_is_better

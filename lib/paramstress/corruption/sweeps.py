@@ -60,19 +60,19 @@ def corruption_grid(
         raise ValueError(f"unknown corruption methods {bad}; choose from {list(CORRUPTION_METHODS)}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
-    p = C._check_p(p)
-    eps_list = [C._check_eps(e) for e in eps_values]
+    p = C.check_p(p)
+    eps_list = [C.check_eps(e) for e in eps_values]
     if not eps_list:
         raise ValueError("eps_values is empty")
     if k is not None:
-        k = C._check_k(k)
+        k = C.check_k(k)
     n_list: list[int] = []
     for n in n_values:
         if n is None:
             if k is None:
                 raise ValueError("n = None means n = k: pass k")
             n = k
-        n_list.append(C._check_n(n, k if k is not None else n))
+        n_list.append(C.check_n(n, k if k is not None else n))
     if not n_list:
         raise ValueError("n_values is empty")
     points = []
@@ -188,12 +188,12 @@ def corruption_sweep(
     check_nonfinite_rule(nonfinite)
     named = C.as_named_parameters(params)
     k = sum(prm.numel() for _, prm in named)
-    g = C._check_vector(grad_vec, "grad_vec")
+    g = C.check_vector(grad_vec, "grad_vec")
     if g.numel() != k:
         raise ValueError(f"grad_vec has {g.numel()} entries but the subspace has k = {k}; "
                          "compute it with subspace_gradient on the same parameter selection")
     points = corruption_grid(eps_values, n_values, methods, trials, p, k=k)
-    p = C._check_p(p)
+    p = C.check_p(p)
     if "gradient" in methods and not bool((g != 0).any()):
         raise C.ZeroDirectionError("grad_vec is zero: gradient-based corruption has no direction; "
                                    "check the subspace and the data the gradient was computed on")
@@ -230,7 +230,7 @@ def corruption_sweep(
         """Eq. 10 with ε = 1 and ‖top_n(g)‖_{p*} (Eq. 11 / ε), once per n."""
         if n not in unit_cache:
             unit_cache.clear()  # keep one k-vector at a time (points are grouped by n)
-            unit_cache[n] = (C._unit_corruption(g64, p, n), C.indicator(g64, 1.0, p, n))
+            unit_cache[n] = (C.unit_corruption(g64, p, n), C.indicator(g64, 1.0, p, n))
         return unit_cache[n]
 
     @contextlib.contextmanager
@@ -244,7 +244,7 @@ def corruption_sweep(
         else:
             row_seed = derive_seed(seed, eps, n, trial)
             r = draws.get(row_seed)  # = C.random_draw(k, Generator().manual_seed(row_seed))
-            delta = C._corruption_from_draw(r, eps, p, n, dtype=torch.float64, device=device)
+            delta = C.corruption_from_draw(r, eps, p, n, dtype=torch.float64, device=device)
             first_order = float(torch.dot(delta, g64))
         extra = {"k": k, "seed": row_seed, "indicator": first_order}
         if nonfinite != "wrong":

@@ -44,7 +44,7 @@ __all__ = [
 ArrayLike = npt.ArrayLike
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer (the number of corrupted parameters), got {k!r}")
     k = int(k)
@@ -60,7 +60,7 @@ def _log_norm_const(k: int) -> float:
 
 def density(x: ArrayLike, k: int) -> np.ndarray:
     """``p_k(x)`` of Eq. 8 (zero outside [0, 1]; ``+inf`` at ``x = 1`` for ``k = 2``)."""
-    k = _check_k(k)
+    k = check_k(k)
     x = np.asarray(x, dtype=np.float64)
     out = np.zeros_like(x)
     inside = (x >= 0.0) & (x <= 1.0)
@@ -73,21 +73,21 @@ def density(x: ArrayLike, k: int) -> np.ndarray:
 
 def cdf(x: ArrayLike, k: int) -> np.ndarray:
     """``P(η ≤ x)`` of Eq. 9, as ``I_{x²}(1/2, (k−1)/2)`` (0 below 0, 1 above 1)."""
-    k = _check_k(k)
+    k = check_k(k)
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
     return special.betainc(0.5, (k - 1) / 2, x * x)
 
 
 def cdf_hypergeometric(x: ArrayLike, k: int) -> np.ndarray:
     """The paper's form of Eq. 9: ``2x ₂F₁(1/2, (3−k)/2; 3/2; x²) / B((k−1)/2, 1/2)``."""
-    k = _check_k(k)
+    k = check_k(k)
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
     return 2.0 * x * special.hyp2f1(0.5, (3 - k) / 2, 1.5, x * x) / special.beta((k - 1) / 2, 0.5)
 
 
 def quantile(q: ArrayLike, k: int) -> np.ndarray:
     """The inverse of :func:`cdf`: the ``x`` with ``P(η ≤ x) = q``."""
-    k = _check_k(k)
+    k = check_k(k)
     q = np.asarray(q, dtype=np.float64)
     if np.any((q < 0) | (q > 1)):
         raise ValueError("quantile levels q must lie in [0, 1]")
@@ -96,7 +96,7 @@ def quantile(q: ArrayLike, k: int) -> np.ndarray:
 
 def expected_eta(k: int) -> float:
     """``E[η] = Γ(k/2) / (√π Γ((k+1)/2))`` (≈ √(2/(πk)) for large ``k``)."""
-    k = _check_k(k)
+    k = check_k(k)
     return math.exp(math.lgamma(k / 2) - 0.5 * math.log(math.pi) - math.lgamma((k + 1) / 2))
 
 
@@ -118,7 +118,7 @@ def eta_samples(
     default gives the same samples on every machine; a CUDA device gives other (equally
     distributed) samples, about a thousand times faster for ResNet-34's ``k ≈ 2·10⁷``."""
     device = torch.device(device)
-    k = _check_k(k)
+    k = check_k(k)
     if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
     gen = torch.Generator(device=device).manual_seed(int(seed))

@@ -89,7 +89,7 @@ def iter_batches(
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     modes = [(mod, mod.training) for mod in model.modules()]
     model.eval()
     try:
@@ -167,7 +167,7 @@ def _evaluate(
     hits: list[torch.Tensor] = []
     finites: list[torch.Tensor] = []
     classes = None
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for xb, yb in batches:
             logits = model(transform(xb) if transform is not None else xb)
             if logits.ndim != 2 or logits.shape[0] != yb.shape[0]:

@@ -762,7 +762,7 @@ def _check_schedule(cfg: TrainConfig, total_steps: int) -> None:
         )
 
 
-def _make_scheduler(
+def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step scheduler: ``OneCycleLR``, linear warm-up then cosine to 0, or constant (``LambdaLR``)."""
@@ -793,7 +793,7 @@ def _constant_factor(step: int) -> float:
     return 1.0
 
 
-def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or Adam (default betas; ``weight_decay`` as L2) over ``params``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -1001,8 +1001,8 @@ def train(
         model.load_state_dict(init_state["model"])
     model.to(device=device, memory_format=memory_format)
     # frozen parameters are not given to the optimizer: nothing (weight decay, momentum, Adam state) moves them
-    optimizer = _make_optimizer([p for n, p in model.named_parameters() if n not in frozen_names], cfg)
-    scheduler = _make_scheduler(optimizer, cfg, total_steps)
+    optimizer = make_optimizer([p for n, p in model.named_parameters() if n not in frozen_names], cfg)
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
     loss_fn = BatchLoss(
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         device.type,

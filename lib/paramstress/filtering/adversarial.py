@@ -65,13 +65,13 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
             mod.train(training)
 
 
-def _check_eps(eps: Any) -> float:
+def check_eps(eps: Any) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0 (FGSM size in normalised input units), got {eps!r}")
     return float(eps)
 
 
-def _check_xy(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+def check_xy(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError("x must be a floating-point tensor of normalised inputs (apply ImageData.normalize first)")
     if len(x) != len(y) or len(y) == 0:
@@ -89,8 +89,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batc
     gradient of each example depends only on that example (eval mode), so the batch
     size does not change the result. Must be called outside ``torch.inference_mode``.
     """
-    eps = _check_eps(eps)
-    _check_xy(x, y, batch_size)
+    eps = check_eps(eps)
+    check_xy(x, y, batch_size)
     if torch.is_inference_mode_enabled():
         raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -240,8 +240,8 @@ def select_epsilon(
     within ``tol`` points of the target or after ``max_iter`` steps; the evaluated ε
     closest to the target is returned.
     """
-    _check_xy(x, y, batch_size)
-    eps_max = _check_eps(eps_max)
+    check_xy(x, y, batch_size)
+    eps_max = check_eps(eps_max)
     if eps_max == 0:
         raise ValueError("eps_max must be > 0")
     for name, value in (("grid", grid), ("max_iter", max_iter)):

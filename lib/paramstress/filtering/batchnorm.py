@@ -159,7 +159,7 @@ def batchnorm_carryover(model: nn.Module, layer: str, x: torch.Tensor, y: torch.
     predicted = carried_constant(bn, getattr(conv, "bias", None))
     scope = FL.make_scope(model, layer)
     everything = FL.Window("h_a", 0, 1.0, math.inf, -math.inf, math.inf)
-    with FL._eval_mode(model):
+    with FL.eval_mode(model):
         xn = x if transform is None else torch.cat([transform(b) for b in x.split(batch_size)])
         before = _ChannelStats()
         with _hook(bn, before):

@@ -206,7 +206,7 @@ def make_scope(model: nn.Module, layer: str, *, global_range: Any = "true") -> S
                  sorted_nonzero=nonzero_values.sort().values, range_kind=kind)
 
 
-def _check_T(T: Any) -> int:
+def check_T(T: Any) -> int:
     try:
         T = operator.index(T)
     except TypeError:
@@ -219,7 +219,7 @@ def _check_T(T: Any) -> int:
 
 def stress_axis(T: int) -> np.ndarray:
     """``λ_t = t/(T−1)``, ``t = 0…T−1``: the thresholds normalised to [0, 1] (Def. 1)."""
-    T = _check_T(T)
+    T = check_T(T)
     return np.arange(T, dtype=np.float64) / (T - 1)
 
 
@@ -236,7 +236,7 @@ class Window:
     upper: float
 
 
-def _check_filter(name: str) -> str:
+def check_filter(name: str) -> str:
     if name not in FILTERS:
         raise ValueError(f"unknown filter {name!r}; choose from {list(FILTERS)} "
                          "(h_a high-pass, h_b low-pass, h_c pulse)")
@@ -250,8 +250,8 @@ def _round_to(value: float, dtype: torch.dtype) -> float:
 def window(filter: str, t: int, T: int, lo: float, hi: float, dtype: torch.dtype = torch.float32) -> Window:
     """The window of filter ``filter`` at threshold index ``t`` of ``T`` over ``[lo, hi]``
     (Eqs. 7-9; see the module docstring), with bounds rounded to ``dtype``."""
-    _check_filter(filter)
-    T = _check_T(T)
+    check_filter(filter)
+    T = check_T(T)
     if not (0 <= t < T):
         raise ValueError(f"threshold index t must be in 0..{T - 1}, got {t}")
     lam = t / (T - 1)
@@ -432,7 +432,7 @@ def split_at(model: nn.Module, params: Sequence[torch.Tensor], traced: fx.GraphM
 
 #: Eval mode for the duration of a block, every module's own mode restored after
 #: (the sweep engine's helper; one definition for every stress).
-_eval_mode = S._eval_mode
+eval_mode = S.eval_mode
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -447,7 +447,7 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 _KEY_COLUMNS = ["layer", "filter", "t"]
-_COLUMNS = ["layer", "filter", "t", "T", "lam", "alpha", "lower", "upper", "range", "removed", "nonzero", "total",
+SWEEP_COLUMNS = ["layer", "filter", "t", "T", "lam", "alpha", "lower", "upper", "range", "removed", "nonzero", "total",
             "fraction_removed", "baseline", "clean_accuracy", "adv_accuracy", "clean_reference", "adv_reference",
             "eps", "adversarial"]
 
@@ -456,8 +456,8 @@ def filter_grid(scopes: Sequence[str], filters: Sequence[str] = FILTERS, T: int 
                 tags: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Grid points ``{**tags, layer, filter, t}``, scope-major (each scope's setup is
     done once), then filter, then threshold index."""
-    T = _check_T(T)
-    filters = [_check_filter(f) for f in filters]
+    T = check_T(T)
+    filters = [check_filter(f) for f in filters]
     if not filters:
         raise ValueError(f"filters is empty; choose some of {list(FILTERS)}")
     if not scopes:
@@ -532,7 +532,7 @@ def filter_sweep(
     if unknown:
         raise ValueError(f"unknown scopes {unknown}: use conv/linear layer names {layers} or {GLOBAL!r}")
     range_kind, _ = _check_global_range(global_range)
-    T = _check_T(T)
+    T = check_T(T)
     if eps is None:
         adversarial = None
     else:
@@ -541,7 +541,7 @@ def filter_sweep(
         if adversarial not in ADVERSARIAL_MODES:
             raise ValueError(f"adversarial must be one of {ADVERSARIAL_MODES} when eps is given, got {adversarial!r}")
     tags = dict(tags or {})
-    clash = [k for k in tags if k in _COLUMNS]
+    clash = [k for k in tags if k in SWEEP_COLUMNS]
     if clash:
         raise ValueError(f"tags {clash} clash with the sweep's own columns; rename them")
     points = filter_grid(scopes, filters, T, tags)
@@ -687,7 +687,7 @@ def filter_sweep(
             adv = counts(model, batches(xa, y))[0]
         return {"clean": clean, "adv": adv}
 
-    with _eval_mode(model):
+    with eval_mode(model):
         try:
             table = S.sweep(points, apply, measure, csv_path, resume=resume, keys=[*tags, *_KEY_COLUMNS],
                             progress=progress, desc="filtering")
@@ -695,7 +695,7 @@ def filter_sweep(
             state.clear()
             memo.clear()
     if not table.empty:
-        ordered = [*tags, *[c for c in _COLUMNS if c in table.columns]]
+        ordered = [*tags, *[c for c in SWEEP_COLUMNS if c in table.columns]]
         table = table[ordered + [c for c in table.columns if c not in ordered]]
     table.attrs["stats"] = stats
     return table

@@ -145,7 +145,7 @@ def tag_columns(frame: pd.DataFrame) -> list[str]:
     caller added to a filter-sweep frame (model, dataset, epoch, seed, ...: every column
     that :func:`~paramstress.filtering.filter_sweep` does not produce itself), then the
     sweep settings of :data:`CURVE_SETTINGS` present in the frame."""
-    own = set(FL._COLUMNS) | {"S_clean", "S_adv"} | set(SCORES) | {"T"}
+    own = set(FL.SWEEP_COLUMNS) | {"S_clean", "S_adv"} | set(SCORES) | {"T"}
     tags = [c for c in frame.columns if c not in own and not c.startswith(tuple(f"{s}_" for s in SCORES))]
     return tags + [c for c in CURVE_SETTINGS if c in frame.columns]
 

@@ -483,9 +483,9 @@ class DeltaPhiScorer:
                  csv_path: str | os.PathLike[str] | None = None, cache: bool = False) -> None:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
             raise ValueError(f"eps must be a positive FGSM size (Δφ needs adversarial accuracies), got {eps!r}")
-        FL._check_T(T)
+        FL.check_T(T)
         for f in filters:
-            FL._check_filter(f)
+            FL.check_filter(f)
         if filter == FR.COMBINED and set(filters) != set(FL.FILTERS):
             raise ValueError(f"the combined response (Eq. 13) needs all three filters {list(FL.FILTERS)}, got "
                              f"{list(filters)}; pass filter='h_a' (one of them) to score a single filter")
@@ -561,10 +561,10 @@ def fgsm_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: S
     """Fig. 12's curve of one model: accuracy (%) under FGSM at each ε of ``eps_values``
     (0 = clean), through :func:`paramstress.adversarial.adversarial_accuracy`.
     ``x``: normalised inputs on the model's device. Columns ``eps``, ``accuracy``."""
-    values = [A._check_eps(e) for e in eps_values]
+    values = [A.check_eps(e) for e in eps_values]
     if not values:
         raise ValueError("eps_values is empty: give the FGSM sizes, e.g. eps_grid(eps_max, 7)")
-    A._check_xy(x, y, batch_size)
+    A.check_xy(x, y, batch_size)
     return pd.DataFrame([{"eps": e, "accuracy": A.adversarial_accuracy(model, x, y, e, batch_size=batch_size)}
                          for e in values])
 

@@ -293,7 +293,7 @@ def paired_bootstrap_bleu(baseline: Sequence[str] | Sequence[Sequence[str]],
                             resamples=resamples, seed=seed, alpha=alpha)
 
 
-def _check_eps(eps_values: Sequence[float]) -> list[float]:
+def check_eps(eps_values: Sequence[float]) -> list[float]:
     eps_list = [float(e) for e in eps_values]
     if any(not math.isfinite(e) or e <= 0 for e in eps_list):
         raise ValueError(f"eps_values must be positive corruption sizes, got {list(eps_values)}")
@@ -337,7 +337,7 @@ def task_significance(task: Any, models: Mapping[tuple[str, int], Any], eps_valu
     missing = [(t, s) for t in (baseline, system) for s in seeds if (t, s) not in models]
     if missing:
         raise ValueError(f"no model for {missing}; models has {sorted(models)} (TaskTable2.models)")
-    eps_list = _check_eps(eps_values)
+    eps_list = check_eps(eps_values)
     _check_int("resamples", resamples, 100)
     _check_int("seed", seed, 0)
     ST.check_alpha(alpha)

@@ -104,7 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paramstress.engine.sweep import _eval_mode
+from paramstress.engine.sweep import eval_mode
 from paramstress.corruption.text.tasks import Task
 
 __all__ = [
@@ -568,7 +568,7 @@ def _score_stream(model: nn.Module, ids: torch.Tensor, batch_size: int, bptt: in
     bad = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
     kept = torch.full(data.shape, math.nan, dtype=torch.float64) if keep else None
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         hidden = None
         for start, (x, y) in zip(range(0, data.shape[0] - 1, bptt), windows(data, bptt)):
             logits, hidden = model(x, hidden)

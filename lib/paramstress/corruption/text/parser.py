@@ -84,7 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paramstress.engine.sweep import _eval_mode
+from paramstress.engine.sweep import eval_mode
 from paramstress.corruption.text.tasks import Task
 
 __all__ = [
@@ -818,7 +818,7 @@ class PTBParsingTask(Task):
 
     def _evaluate(self, model: nn.Module) -> tuple[dict[str, float], list[tuple[int, int, int]]]:
         """The metrics of :meth:`evaluate` and the per-sentence :func:`attachment_statistics`."""
-        with _eval_mode(model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             pred = parse(model, self.eval_sentences, self.vocab, self.system, batch_size=self.eval_batch_size)
             total = torch.zeros((), dtype=torch.float64, device=self.device)
             x, y = self.eval_data.x, self.eval_data.y

@@ -49,7 +49,7 @@ from paramstress.corruption import operators as C
 from paramstress.corruption import objectives as _objectives  # noqa: F401  (registers the Table 2 objectives)
 from paramstress.engine.storage import atomic_save
 from paramstress.corruption.sweeps import CORRUPTION_METHODS, corruption_sweep
-from paramstress.engine.training import _make_optimizer, _make_scheduler, default_checkpoint_dir, make_objective, objective_names
+from paramstress.engine.training import make_optimizer, make_scheduler, default_checkpoint_dir, make_objective, objective_names
 
 __all__ = [
     "Task",
@@ -346,8 +346,8 @@ def train_task(
     if steps_per_epoch == 0:
         raise ValueError(f"{task.label}: train_batches yielded no batch; check the training data size")
     trainable = [prm for prm in model.parameters() if prm.requires_grad]
-    optimizer = _make_optimizer(trainable, cfg)
-    scheduler = _make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    optimizer = make_optimizer(trainable, cfg)
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     objective = make_objective(cfg.objective, cfg.objective_params)
     history: list[dict[str, float]] = []
     start = 0
@@ -441,7 +441,7 @@ def task_corrupted_scores(task: Task, model: nn.Module, *, eps_values: Sequence[
     (``L_p``, ``n = k``, all trainable parameters) at each ε, with ``g`` computed once
     (:func:`task_gradient`) unless given. Rows: ``eps`` (NaN for the clean row), the
     metric, ``loss``, ``delta_loss``, ``indicator``."""
-    eps_list = [C._check_eps(e) for e in eps_values]
+    eps_list = [C.check_eps(e) for e in eps_values]
     if not eps_list:
         raise ValueError("eps_values is empty: give the Table 2 ε grid, e.g. [0.05, 0.1, 0.2]")
     named = C.select_parameters(model)
@@ -470,7 +470,7 @@ def task_corrupted_outputs(task: Task, model: nn.Module, *, eps_values: Sequence
     it is then; its ``metrics`` are the sweep's. One record per row, clean first: ``eps``
     (NaN = clean), the metric, ``loss``, ``output``. Arguments are checked before the
     gradient is computed."""
-    eps_list = [C._check_eps(e) for e in eps_values]
+    eps_list = [C.check_eps(e) for e in eps_values]
     if not eps_list:
         raise ValueError("eps_values is empty: give the Table 2 ε grid, e.g. [0.05, 0.1, 0.2]")
     if evaluate is None:

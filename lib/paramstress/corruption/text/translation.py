@@ -81,7 +81,7 @@ import torch
 from torch import nn
 
 from paramstress.engine.storage import atomic_save
-from paramstress.engine.sweep import _eval_mode
+from paramstress.engine.sweep import eval_mode
 from paramstress.corruption.text.tasks import Task
 
 __all__ = [
@@ -680,7 +680,7 @@ class DeEnTranslationTask(Task):
         :func:`paramstress.bootstrap.paired_bootstrap_bleu`)."""
         # no_grad, not inference_mode: fairseq caches tensors made here (the decoder's future mask)
         # and reuses them in later gradient passes, where inference tensors are refused
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             total, tokens, finite = torch.zeros((), dtype=torch.float64, device=self.device), 0, True
             for x, y in self._eval:
                 lprobs = _lprobs(model, x)
