@@ -140,6 +140,12 @@ def fragile_by_seeds(scores: Mapping[Any, Mapping[str, float]], alpha: float = 0
     the layer's Δφ against 0 (``alternative="less"``, ``confidence = 1 − alpha``), the one
     t-test of the library.
 
+    Each layer's test is its own decision, at level ``alpha``, without a correction across the
+    layers: freezing is a training choice, not a claim, and a layer frozen by chance costs one
+    segment of its training, which the verdict (:func:`paired_difference`, selective against
+    regular over the seeds) then weighs. A family-wise correction (Holm over ~20 layers) would
+    freeze almost nothing at 3 seeds and so test a different method than the paper's.
+
     Returns the fragile layers (in the order of the first seed) and a table, one row per
     layer: ``layer``, ``seeds``, ``mean``, ``sd``, ``upper`` (the bound), ``t``,
     ``p_value``, ``fragile``.
