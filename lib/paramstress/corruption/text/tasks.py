@@ -332,7 +332,7 @@ def train_task(
     key = task_config_hash(cfg, task)
     path = folder / f"task-{key}.pt"
     model = task.build_model(cfg.seed)
-    state = torch.load(path, map_location=task.device, weights_only=False) if path.exists() else None
+    state = torch.load(path, map_location=task.device, weights_only=True) if path.exists() else None
     if state is not None and state.get("format") != TASK_CHECKPOINT_FORMAT:
         raise ValueError(f"{path} has checkpoint format {state.get('format')}; delete it to retrain")
     if state is not None and state["epoch"] >= cfg.epochs:

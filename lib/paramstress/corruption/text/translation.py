@@ -293,7 +293,7 @@ def prepare_multi30k(vocab_size: int = 8000, *, cache_dir: str | os.PathLike[str
                 "tokenizer": "sacremoses", "case": "kept", "subwords": "sentencepiece-bpe-joint"}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = _cache_dir(cache_dir) / f"translation-data-{key}.pt"
-    cached = torch.load(path, weights_only=False) if path.exists() else None
+    cached = torch.load(path, weights_only=True) if path.exists() else None
     if cached is None or cached.get("settings") != settings:
         tokenised = {split: tuple([moses_tokenize(line, lang) for line in side] for side, lang in zip(pair, LANGS))
                      for split, pair in data.splits.items()}
