@@ -38,9 +38,8 @@ def git_commit() -> str:
     """The checkout's commit (``+ uncommitted changes`` if code differs from it).
 
     ``$PARAMSTRESS_GIT_COMMIT``, when set, names the commit of a copied tree and takes
-    precedence: a copy sent to a remote GPU machine may carry no ``.git``, or a stale one
-    (seen: the copy's ``.git`` still pointed at an older commit, so git reported that commit
-    "+ uncommitted changes" for a tree that was exactly a newer, clean commit)."""
+    precedence: a copy sent to a remote GPU machine may carry no ``.git``, or a stale one,
+    whose git would name an older commit "+ uncommitted changes" for a clean, newer tree."""
     copied = os.environ.get(GIT_COMMIT_ENV, "").strip()
     if copied:
         return f"{copied} (copied tree; commit named by ${GIT_COMMIT_ENV})"

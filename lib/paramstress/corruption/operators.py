@@ -547,9 +547,8 @@ def random_corruption(
 
     ``device``: where ``a`` is returned. Only the draw ``r`` happens on the generator's
     device; ``r`` is moved to ``device`` first and the rest (``top_n``, signs, the
-    normaliser) runs there: for ResNet-34's ``k = 21 M`` at ``n = 100`` on an H200 machine,
-    0.57 s per corruption instead of 0.85 s with ``top_n`` on its CPU (~3 s on a 2-core CPU;
-    ``benchmarks/random_corruption_device.py``); the rest is the draw. For ``p = ∞`` and ``p = 1`` the result is
+    normaliser) runs there (``benchmarks/random_corruption_device.py`` compares the two
+    placements). For ``p = ∞`` and ``p = 1`` the result is
     bit-identical on any device (selection and signs only); for finite ``p > 1`` the
     normaliser's sum may differ in its last bits between devices (summation order)."""
     k = check_k(k)

@@ -336,10 +336,10 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
     Computed as a float32 reduction on ONE intra-op thread, whatever the caller's setting:
     how torch splits a reduction among threads changes its rounding, and these numbers
-    normalise every input of every model (seen: Fashion-MNIST's mean was 0.2860405743 with
-    1 thread and 0.2860406041, one float32 ulp higher, with 2 to 16, so the same training
-    config gave other weights depending on the thread count at load time). One thread is
-    what the book's ``threads: 1`` runs always used, so their numbers stand."""
+    normalise every input of every model: a mean one float32 ulp off (as 1 against 2-16
+    threads give for Fashion-MNIST) would make the same training config give other weights
+    depending on the thread count at load time. One thread is what the book's ``threads: 1``
+    runs always used, so their numbers stand."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
