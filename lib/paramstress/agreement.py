@@ -68,6 +68,17 @@ __all__ = [
     "correlations",
     "top_k_overlap",
     "set_agreement",
+    "SHORT",
+    "PAIRS",
+    "OVERLAP_PAIRS",
+    "SELECTION_MEASURES",
+    "top_k_overlaps",
+    "selection_agreement",
+    "describe_rho",
+    "stability_verdict",
+    "span",
+    "task_findings",
+    "same_layers_answer",
 ]
 
 #: measure column → sign that turns it into "larger = more vulnerable / fragile".
@@ -477,3 +488,195 @@ def set_agreement(chosen: Iterable[str], scores: Mapping[str, float] | pd.Series
     top = top_k_overlap(s.rename(None), pd.Series({name: 1.0 if name in chosen else 0.0 for name in s.index}), m)
     out["overlap"], out["expected"], out["overlap_pvalue"] = top["overlap"], top["expected"], top["pvalue"]
     return out
+
+
+# --------------------------------------------------------------------------- the page's verdicts
+#: Short names of the measures in tables and pair labels (``"indicator ~ −φ_clean"``).
+SHORT: dict[str, str] = {"indicator": "indicator", "loss_change": "ΔL (corruption)", "drop": "drop (corruption)",
+                         "phi_clean": "−φ_clean", "delta_phi": "−Δφ", "average_flatness": "avg flatness",
+                         "worst_flatness": "worst flatness", "position": "depth", "k": "size k"}
+#: The (x, y) pairs of measures the corruption-vs-filtering page correlates.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("indicator", "phi_clean"), ("indicator", "delta_phi"), ("loss_change", "phi_clean"),
+    ("loss_change", "delta_phi"), ("average_flatness", "phi_clean"), ("worst_flatness", "phi_clean"),
+    ("indicator", "average_flatness"), ("indicator", "worst_flatness"), ("phi_clean", "delta_phi"),
+    ("position", "indicator"), ("position", "phi_clean"))
+#: The (vulnerable by, fragile by) pairs whose top-k lists are compared.
+OVERLAP_PAIRS: tuple[tuple[str, str], ...] = (("indicator", "phi_clean"), ("indicator", "delta_phi"),
+                                              ("loss_change", "phi_clean"))
+#: The measures the frozen layers of selective backpropagation are ranked under.
+SELECTION_MEASURES: tuple[str, ...] = ("indicator", "loss_change", "phi_clean")
+
+
+def top_k_overlaps(table: pd.DataFrame, *, keys: Sequence[str], top_k: int,
+                   pairs: Sequence[tuple[str, str]] = OVERLAP_PAIRS) -> pd.DataFrame:
+    """:func:`top_k_overlap` of each pair (oriented by :func:`orient`) for every ``keys``
+    group of a :func:`join_layers` table (``k = min(top_k, layers)``): one row per group and
+    pair, with the columns the page prints (``most vulnerable by``, ``most fragile by`` in
+    :data:`SHORT` names, ``overlap``, ``expected by chance``, ``p (≥ overlap)``, the lists)."""
+    keys = list(keys)
+    rows = []
+    for (task, seed, epoch), part in table.groupby(keys):
+        part = orient(part).set_index("layer")
+        for a, b in pairs:
+            res = top_k_overlap(part[f"{a}_vuln"], part[f"{b}_vuln"], min(top_k, len(part)))
+            rows.append({"dataset": task, "seed": seed, "epoch": epoch, "most vulnerable by": SHORT[a],
+                         "most fragile by": SHORT[b], "k": res["k"], "layers": res["n"], "overlap": res["overlap"],
+                         "expected by chance": round(res["expected"], 2), "p (≥ overlap)": res["pvalue"],
+                         "vulnerable": ", ".join(res["a_top"]), "fragile": ", ".join(res["b_top"])})
+    return pd.DataFrame(rows)
+
+
+def selection_agreement(table: pd.DataFrame, *, keys: Sequence[str],
+                        measures: Sequence[str] = SELECTION_MEASURES) -> pd.DataFrame:
+    """:func:`set_agreement` of the layers a table marks ``fragile`` (those selective
+    backpropagation freezes) under each measure (oriented by :data:`MEASURES`), per ``keys``
+    group: ``auc``, ``pvalue``, ``overlap``, ``expected``, ``overlap_pvalue``, the frozen layers."""
+    keys = list(keys)
+    rows = []
+    for (task, seed, epoch), part in table.groupby(keys):
+        part = part.set_index("layer")
+        frozen = list(part.index[part["fragile"]])
+        for measure in measures:
+            res = set_agreement(frozen, MEASURES[measure] * part[measure])
+            rows.append({"dataset": task, "seed": seed, "epoch": epoch, "measure": SHORT[measure],
+                         "frozen layers": len(frozen), "of": len(part), **{k: res[k] for k in
+                         ("auc", "pvalue", "overlap", "expected", "overlap_pvalue")},
+                         "frozen": ", ".join(frozen) or "none"})
+    return pd.DataFrame(rows)
+
+
+def describe_rho(row: Mapping[str, Any]) -> str:
+    """One correlation row of :func:`correlations` as ``ρ = +0.12 [−0.30, +0.50] (includes 0)``."""
+    if not np.isfinite(row["statistic"]):
+        return "undefined (a measure is constant over the layers)"
+    sig = "excludes 0" if (row["low"] > 0 or row["high"] < 0) else "includes 0"
+    return f"ρ = {row['statistic']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}] ({sig})"
+
+
+def stability_verdict(rows: pd.DataFrame) -> str:
+    """Whether a pair of measures agrees over the analysed snapshots: counted by the
+    correlation intervals of :func:`correlations` that lie above 0 (agree) or below 0
+    (disagree); the rest are not distinguishable from unrelated."""
+    finite = rows[np.isfinite(rows["statistic"])]
+    if finite.empty:
+        return "cannot be judged"
+    n, pos, neg = len(finite), int((finite["low"] > 0).sum()), int((finite["high"] < 0).sum())
+    if pos == n:
+        return f"agree at every analysed snapshot (interval above 0 at all {n})"
+    if neg == n:
+        return f"disagree, naming opposite layers, at every analysed snapshot (interval below 0 at all {n})"
+    if pos and neg:
+        return f"agree significantly at {pos} and disagree significantly at {neg} of {n} snapshots: no stable relation"
+    if pos:
+        return f"agree significantly at {pos} of {n} snapshots and are not distinguishable from unrelated at the others"
+    if neg:
+        return (f"disagree significantly at {neg} of {n} snapshots and are not distinguishable from unrelated "
+                "at the others")
+    return f"show no relation distinguishable from none at any of the {n} snapshots"
+
+
+def span(values: Iterable[float], fmt: str = "{:+.2f}") -> str:
+    """``"from a to b"`` over the finite values (one value when both ends print alike)."""
+    values = [float(v) for v in values if np.isfinite(v)]
+    if not values:
+        return "undefined"
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"from {lo} to {hi}"
+
+
+def _pair(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    return frame[(frame["x"] == a) & (frame["y"] == b)]
+
+
+def task_findings(spearman: pd.DataFrame, overlaps: pd.DataFrame, selection: pd.DataFrame, *, task: str, label: str,
+                  epoch: int, seed: int, epochs: Sequence[int]) -> tuple[str, dict[str, float]]:
+    """The page's finding for one data set, as one Markdown bullet, and its glued numbers
+    (``rho_indicator_phi_clean``, ``rho_indicator_delta_phi``): the Spearman rows of
+    :func:`correlations` at ``epoch`` (with intervals, :func:`describe_rho`), their stability
+    over ``epochs`` (:func:`stability_verdict`), the top-k overlap of indicator and φ_clean
+    (:func:`top_k_overlaps`) and the AUC of the frozen layers under the indicator
+    (:func:`selection_agreement`)."""
+    part = spearman[spearman["dataset"] == task]
+    at = part[part["epoch"] == epoch]
+    get = lambda a, b: _pair(at, a, b).iloc[0]  # noqa: E731
+    ov = overlaps[(overlaps["dataset"] == task) & (overlaps["epoch"] == epoch)
+                  & (overlaps["most vulnerable by"] == SHORT["indicator"])
+                  & (overlaps["most fragile by"] == SHORT["phi_clean"])]
+    sel = selection[(selection["dataset"] == task) & (selection["epoch"] == epoch)
+                    & (selection["measure"] == SHORT["indicator"])]
+    main = get("indicator", "phi_clean")
+    numbers = {"rho_indicator_phi_clean": float(main["statistic"]),
+               "rho_indicator_delta_phi": float(get("indicator", "delta_phi")["statistic"])}
+    auc = sel["auc"].dropna()
+    sel_text = (f"the layers it freezes have an indicator AUC of {auc.mean():.2f} (mean over {len(auc)} seed(s); "
+                f"0.5 = unrelated, 1 = exactly the most vulnerable)" if len(auc)
+                else "it freezes no layer (or every layer), so there is no choice to compare")
+    line = (
+        f"- **{label}** (epoch {epoch}, seed {seed}): corruption indicator against −φ_clean "
+        f"{describe_rho(main)}; against −Δφ {describe_rho(get('indicator', 'delta_phi'))}; the measured loss change "
+        f"against −φ_clean {describe_rho(get('loss_change', 'phi_clean'))}. The {int(ov['k'].iloc[0])} most vulnerable "
+        f"and the {int(ov['k'].iloc[0])} most fragile-to-removal layers share {int(ov['overlap'].iloc[0])} "
+        f"(chance: {float(ov['expected by chance'].iloc[0]):.1f}). Over the epochs {list(epochs)}, indicator and "
+        f"φ_clean {stability_verdict(_pair(part, 'indicator', 'phi_clean'))}; indicator and Δφ "
+        f"{stability_verdict(_pair(part, 'indicator', 'delta_phi'))}. "
+        f"Depth: the indicator {describe_rho(get('position', 'indicator'))}, −φ_clean "
+        f"{describe_rho(get('position', 'phi_clean'))}. Selective backpropagation: {sel_text}.")
+    return line, numbers
+
+
+def same_layers_answer(spearman: pd.DataFrame, overlaps: pd.DataFrame, selection: pd.DataFrame, *, epoch: int,
+                       top_k: int) -> tuple[str, dict[str, float]]:
+    """The page's answer to "do the two papers name the same layers?" over every model at
+    ``epoch``, as Markdown, and its glued numbers (``mean_rho_indicator_phi_clean``,
+    ``mean_auc``). The rule: "yes, in part" when the Spearman interval of the indicator
+    against −φ_clean lies above 0 for every model; "at most weakly" when the mean ρ is
+    positive but not every interval excludes 0; "no" otherwise. Depth, the relation to −Δφ
+    and the AUC of the frozen layers are stated beside it."""
+    at = spearman[spearman["epoch"] == epoch]
+    ip, idp, dp = _pair(at, "indicator", "phi_clean"), _pair(at, "indicator", "delta_phi"), _pair(at, "position", "phi_clean")
+    di = _pair(at, "position", "indicator")
+    n_models = len(ip)
+    ip_pos, idp_neg = int((ip["low"] > 0).sum()), int((idp["high"] < 0).sum())
+    ov = overlaps[(overlaps["epoch"] == epoch) & (overlaps["most vulnerable by"] == SHORT["indicator"])
+                  & (overlaps["most fragile by"] == SHORT["phi_clean"])]
+    aucs = selection[(selection["epoch"] == epoch) & (selection["measure"] == SHORT["indicator"])]["auc"].dropna()
+    mean_rho = float(ip["statistic"].mean())
+    if ip_pos == n_models:
+        a1 = "yes, in part: they rank the layers in the same direction in every model analysed"
+    elif mean_rho > 0:
+        a1 = (f"at most weakly: the rank correlation is positive on average but its interval excludes 0 in only "
+              f"{ip_pos} of {n_models} models")
+    else:
+        a1 = "no: the rank correlation is not positive"
+    a1 += (f" (Spearman ρ of the indicator against −φ_clean {span(ip['statistic'])}; top-{top_k} lists share "
+           f"{span(ov['overlap'], '{:.0f}')} layers against {float(ov['expected by chance'].iloc[0]):.1f} by chance). "
+           f"Against depth, the indicator has ρ {span(di['statistic'])} and −φ_clean ρ {span(dp['statistic'])}")
+    if di["statistic"].mean() < 0 and dp["statistic"].mean() < 0:
+        a1 += ": both fall with depth, so part of what they share is that early layers score high on both."
+    elif di["statistic"].mean() > 0 and dp["statistic"].mean() > 0:
+        a1 += ": both rise with depth, so part of what they share is that late layers score high on both."
+    else:
+        a1 += ": they follow depth in opposite directions, so depth does not explain their agreement."
+    idp_pos = int((idp["low"] > 0).sum())
+    a2 = (f"Against the score that drives selective backpropagation, −Δφ, the indicator correlates "
+          f"{span(idp['statistic'])} (interval below 0 in {idp_neg}, above 0 in {idp_pos} of {len(idp)} models)")
+    if idp["statistic"].mean() < 0 and idp_neg:
+        a2 += (": the layers most vulnerable to worst-case corruption tend to be the ones Δφ calls *robust or "
+               "antifragile*, not fragile.")
+    elif idp["statistic"].mean() > 0 and idp_pos:
+        a2 += ": the layers most vulnerable to worst-case corruption tend to be the ones Δφ calls fragile."
+    else:
+        a2 += ": no clear relation."
+    if len(aucs):
+        a3 = (f"Accordingly, the layers selective backpropagation freezes rank low under the indicator (AUC "
+              f"{span(aucs, '{:.2f}')}; 0.5 would be unrelated): it does **not** freeze the layers the corruption "
+              "indicator calls most vulnerable"
+              if aucs.max() < 0.5 else
+              f"The layers selective backpropagation freezes have an indicator AUC {span(aucs, '{:.2f}')} "
+              "(0.5 = unrelated).")
+    else:
+        a3 = "Selective backpropagation froze no layer at this epoch, so its choice cannot be compared."
+    numbers = {"mean_rho_indicator_phi_clean": mean_rho, "mean_auc": float(aucs.mean()) if len(aucs) else math.nan}
+    text = f"**Do the two papers name the same layers?** On this run, {a1}\n\n{a2} {a3.rstrip('.')}."
+    return text, numbers

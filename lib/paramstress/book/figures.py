@@ -20,7 +20,7 @@ import seaborn as sns
 
 from paramstress.book import labels
 
-__all__ = ["fig9_greyed", "fig10_greyed"]
+__all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs"]
 
 _GREY = "#d9d9d9"
 
@@ -125,4 +125,68 @@ def fig10_greyed(scores: pd.DataFrame, collapsed: pd.Series, *, score: str = "ph
     fig.suptitle(f"Fig. 10: local landscapes of {labels.SCORES[score]} (normalised; red fragile, blue antifragile; "
                  "grey: collapsed run)", y=1.0)
     fig.tight_layout()
+    return fig
+
+
+def agreement_scatter(table: pd.DataFrame, *, tasks: Sequence[str], title: str,
+                      names: Mapping[str, str] = labels.DATASETS) -> plt.Figure:
+    """corruption_vs_filtering's scatter: one point per conv/linear layer, the corruption
+    indicator (log x) against −φ_clean, −Δφ and average-case flatness (oriented so that
+    larger = more vulnerable, :func:`paramstress.agreement.orient`), a row per data set,
+    coloured by depth, marked by seed."""
+    import matplotlib.ticker as mticker
+
+    ys = [("phi_clean_vuln", "−φ_clean (removal, clean)"), ("delta_phi_vuln", "−Δφ (removal, adv. − clean)"),
+          ("average_flatness_vuln", "average-case flatness")]
+    fig, axes = plt.subplots(len(tasks), len(ys), figsize=(4.2 * len(ys), 3.4 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        part = table[table["dataset"] == task]
+        for j, (col, ylabel) in enumerate(ys):
+            ax = axes[i, j]
+            sns.scatterplot(data=part, x="indicator", y=col, hue="position", style="seed", palette="viridis",
+                            legend=(i == 0 and j == len(ys) - 1), ax=ax, s=45)
+            ax.set(xscale="log", xlabel="corruption indicator ε‖top_n(g_l)‖₁" if i == len(tasks) - 1 else "",
+                   ylabel=ylabel, title=f"{labels.label(task, names)}" if j == 0 else "")
+            ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decades only: no overlapping minor labels
+            if col != "average_flatness_vuln":
+                ax.axhline(0, color="grey", lw=0.8, ls=":")
+    if axes[0, -1].get_legend() is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), title="depth / seed", fontsize=8)
+    fig.suptitle(title, y=1.01)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_over_epochs(spearman: pd.DataFrame, *, tasks: Sequence[str], seeds: Sequence[int],
+                          epochs: Sequence[int], title: str, names: Mapping[str, str] = labels.DATASETS) -> plt.Figure:
+    """corruption_vs_filtering's correlations over training: one panel per pair of measures
+    (the ``pair`` column; depth pairs left out), Spearman ρ with its interval at each epoch,
+    one line per data set and seed (offset sideways so the intervals do not hide each other)."""
+    import math
+
+    over = spearman[~spearman["x"].isin(["position"])].copy()
+    over["task"] = over["dataset"].map(lambda t: labels.label(t, names))
+    pairs_shown = list(dict.fromkeys(over["pair"]))
+    cols = 3
+    rows = math.ceil(len(pairs_shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 2.9 * rows), sharey=True, squeeze=False)
+    task_labels = [labels.label(t, names) for t in tasks]
+    palette = dict(zip(task_labels, sns.color_palette(n_colors=len(tasks))))
+    offsets = {(labels.label(t, names), s): 0.08 * (i - (len(tasks) * len(seeds) - 1) / 2)
+               for i, (t, s) in enumerate([(t, s) for t in tasks for s in seeds])}
+    for ax, pair in zip(axes.flat, pairs_shown):
+        part = over[over["pair"] == pair]
+        for (task, seed), g in part.groupby(["task", "seed"]):
+            xpos = g["epoch"] + offsets[task, seed]
+            ax.errorbar(xpos, g["statistic"], yerr=[g["statistic"] - g["low"], g["high"] - g["statistic"]], fmt="o-",
+                        color=palette[task], capsize=3, lw=1.2, ms=4, label=f"{task}, seed {seed}")
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set(title=pair, xticks=list(epochs), ylim=(-1.05, 1.05), xlabel="epoch")
+    for ax in list(axes.flat)[len(pairs_shown):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("Spearman ρ")
+    handles, labels_ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=len(labels_), bbox_to_anchor=(0.5, -0.03), fontsize=8)
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
