@@ -1,4 +1,5 @@
 """The data layer: source order, checksums, clear errors, tensors and provenance."""
+import dataclasses
 import gzip
 import io as _io
 import shutil
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from paramstress import data
+from paramstress.engine.data import imagenet  # the ImageNet readers read their constants here
 
 
 def test_unknown_dataset_names_the_known_ones():
@@ -91,7 +93,7 @@ def test_download_is_staged_and_verified(mirror, empty_root, monkeypatch):
     def fake_download(root):  # stands in for torchvision's fetch: same layout, real files
         shutil.copytree(mirror / "MNIST" / "raw", root / "MNIST" / "raw")
 
-    monkeypatch.setitem(data.SPECS, "mnist", data.dataclasses.replace(spec, download=fake_download))
+    monkeypatch.setitem(data.SPECS, "mnist", dataclasses.replace(spec, download=fake_download))
     d = data.load("mnist")
     assert d.source.startswith("download: ")
     assert len(d.train_y) == 60000
@@ -102,7 +104,7 @@ def test_download_is_staged_and_verified(mirror, empty_root, monkeypatch):
         raise OSError("connection reset")
 
     spec_f = data.SPECS["fashion-mnist"]
-    monkeypatch.setitem(data.SPECS, "fashion-mnist", data.dataclasses.replace(spec_f, download=broken_download))
+    monkeypatch.setitem(data.SPECS, "fashion-mnist", dataclasses.replace(spec_f, download=broken_download))
     with pytest.raises(data.DataNotFound, match="connection reset"):
         data.load("fashion-mnist")
     assert not (empty_root / "FashionMNIST").exists()  # nothing partial left looking valid
@@ -196,8 +198,8 @@ def tiny(tmp_path, empty_root, monkeypatch):
     """A stand-in tiny-imagenet-200.zip in a mirror, with the expected MD5 and sizes patched to it."""
     mirror = tmp_path / "mirror"
     train, val = _tiny_standin(mirror)
-    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", data.md5_file(mirror / "tiny-imagenet-200.zip"))
-    monkeypatch.setattr(data, "TINY_IMAGENET_SIZES", (6, 4, 3, 64))
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_MD5", data.md5_file(mirror / "tiny-imagenet-200.zip"))
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_SIZES", (6, 4, 3, 64))
     monkeypatch.setenv("PARAMSTRESS_DATA_MIRROR", str(mirror))
     return mirror, train, val
 
@@ -218,11 +220,11 @@ def test_tiny_imagenet_from_zip(tiny, empty_root, monkeypatch):
     assert torch.equal(d.train_x, torch.from_numpy(tx)) and d.train_y.tolist() == ty == [0, 0, 1, 1, 2, 2]
     assert torch.equal(d.test_x, torch.from_numpy(vx)) and d.test_y.tolist() == vy == [1, 2, 0, 1]
     assert d.classes == sorted(TINY_WNIDS)
-    assert d.files == {"tiny-imagenet-200.zip": data.TINY_IMAGENET_MD5}
+    assert d.files == {"tiny-imagenet-200.zip": imagenet.TINY_IMAGENET_MD5}
     assert d.source == f"mirror: {mirror}"
     # decoded once: the second load reads the cached tensors from the data root
-    assert (empty_root / "cache" / f"tiny-imagenet-{data.TINY_IMAGENET_MD5}.pt").exists()
-    monkeypatch.setattr(data, "decode_tiny_imagenet", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    assert (empty_root / "cache" / f"tiny-imagenet-{imagenet.TINY_IMAGENET_MD5}.pt").exists()
+    monkeypatch.setattr(imagenet, "decode_tiny_imagenet", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
     again = data.load("tiny-imagenet")
     assert torch.equal(again.train_x, d.train_x) and again.checksum == d.checksum
 
@@ -263,9 +265,9 @@ def test_per_class_split_holds_out_the_share_of_every_class():
 
 def test_tiny_imagenet_80_20_is_the_papers_split_of_the_training_images(tiny, empty_root, monkeypatch):
     mirror, train, val = tiny
-    monkeypatch.setattr(data, "TINY_IMAGENET_PAPER_TEST_FRACTION", 0.5)  # the stand-in has 2 images per class
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_PAPER_TEST_FRACTION", 0.5)  # the stand-in has 2 images per class
     official = data.load("tiny-imagenet")
-    monkeypatch.setattr(data, "decode_tiny_imagenet", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    monkeypatch.setattr(imagenet, "decode_tiny_imagenet", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
     paper = data.load("tiny-imagenet-80-20")  # the same cached tensors, split differently
     assert data.verify("tiny-imagenet-80-20") == f"mirror: {mirror}"
     assert paper.name == "tiny-imagenet-80-20" and paper.classes == official.classes
@@ -278,20 +280,20 @@ def test_tiny_imagenet_80_20_is_the_papers_split_of_the_training_images(tiny, em
     split = [k for k in paper.files if k.startswith("split: ")]
     assert split == ["split: 0.5 of each class's training images as test, seed 0"]
     assert paper.files[split[0]] == data.md5_bytes(test_idx.numpy().astype("<i8").tobytes())
-    assert paper.checksum != official.checksum and paper.files[data.TINY_IMAGENET_ZIP] == data.TINY_IMAGENET_MD5
-    monkeypatch.setattr(data, "TINY_IMAGENET_PAPER_SPLIT_SEED", 1)
+    assert paper.checksum != official.checksum and paper.files[imagenet.TINY_IMAGENET_ZIP] == imagenet.TINY_IMAGENET_MD5
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_PAPER_SPLIT_SEED", 1)
     assert data.load("tiny-imagenet-80-20").checksum != paper.checksum
 
 
 def test_tiny_imagenet_checksum_and_size_checks(tiny, monkeypatch):
     mirror, _, _ = tiny
-    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", "90528d7ca1a48142e341f4ef8d21d0de")  # the real archive's
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_MD5", "90528d7ca1a48142e341f4ef8d21d0de")  # the real archive's
     with pytest.raises(data.ChecksumMismatch, match="delete it and load again"):
         data.load("tiny-imagenet")
     with pytest.raises(data.ChecksumMismatch):
         data.verify("tiny-imagenet")
-    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", data.md5_file(mirror / "tiny-imagenet-200.zip"))
-    monkeypatch.setattr(data, "TINY_IMAGENET_SIZES", (100_000, 10_000, 200, 64))
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_MD5", data.md5_file(mirror / "tiny-imagenet-200.zip"))
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_SIZES", (100_000, 10_000, 200, 64))
     with pytest.raises(ValueError, match="100,000/10,000 images of 200 classes"):
         data.load("tiny-imagenet")
 
@@ -308,8 +310,8 @@ def test_tiny_imagenet_download_uses_the_public_url_and_md5(tmp_path, empty_root
     standin = tmp_path / "standin"
     _tiny_standin(standin)
     md5 = data.md5_file(standin / "tiny-imagenet-200.zip")
-    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", md5)
-    monkeypatch.setattr(data, "TINY_IMAGENET_SIZES", (6, 4, 3, 64))
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_MD5", md5)
+    monkeypatch.setattr(imagenet, "TINY_IMAGENET_SIZES", (6, 4, 3, 64))
     monkeypatch.setenv("PARAMSTRESS_OFFLINE", "0")
     calls = []
 
@@ -387,7 +389,7 @@ def test_imagenet_val_from_class_folders(tmp_path, empty_root, monkeypatch):
     mirror = tmp_path / "mirror"
     expected_x, expected_y = _imagenet_folder_standin(mirror)
     monkeypatch.setenv("PARAMSTRESS_DATA_MIRROR", str(mirror))
-    monkeypatch.setattr(data, "IMAGENET_VAL_SIZES", (4, 3))
+    monkeypatch.setattr(imagenet, "IMAGENET_VAL_SIZES", (4, 3))
     d = data.load("imagenet-val")
     assert d.train_x.shape == (0, 3, 224, 224) and d.train_y.shape == (0,) and d.train_y.dtype == torch.int64
     assert d.image_shape == (3, 224, 224) and d.num_classes == 3
@@ -410,11 +412,11 @@ def test_imagenet_val_from_official_archives(tmp_path, empty_root, monkeypatch):
     mirror = tmp_path / "mirror"
     _imagenet_archive_standin(mirror)
     monkeypatch.setenv("PARAMSTRESS_DATA_MIRROR", str(mirror))
-    monkeypatch.setattr(data, "IMAGENET_VAL_SIZES", (4, 3))
+    monkeypatch.setattr(imagenet, "IMAGENET_VAL_SIZES", (4, 3))
     with pytest.raises(data.ChecksumMismatch, match="official ILSVRC2012"):  # torchvision's MD5s
         data.verify("imagenet-val")
     for attr, name in (("IMAGENET_VAL_TAR", "ILSVRC2012_img_val.tar"), ("IMAGENET_DEVKIT", "ILSVRC2012_devkit_t12.tar.gz")):
-        monkeypatch.setattr(data, attr, (name, data.md5_file(mirror / "imagenet" / name)))
+        monkeypatch.setattr(imagenet, attr, (name, data.md5_file(mirror / "imagenet" / name)))
     data.verify("imagenet-val")
     d = data.load("imagenet-val")
     # file order in the archive, labels from the devkit's ids mapped to sorted wnids
