@@ -376,3 +376,16 @@ def test_fig12_verdicts_state_the_paired_test():
     assert table.iloc[0]["verdict"] == "above" and "not specific to the attack" in text
     with pytest.raises(ValueError, match="eps has no ε"):
         S.fig12_verdicts(_fig12([31.0] * 3, [30.0] * 3), choices, {}, [1, 2])
+
+
+def test_first_last_summary_counts_by_hand():
+    import pandas as pd
+    rows = []
+    for seed, frozen in ((0, {"conv1", "fc"}), (1, {"conv1"})):
+        for layer in ("conv1", "mid", "fc"):
+            rows.append({"dataset": "mnist", "seed": seed, "epoch": 2, "layer": layer, "fragile": layer in frozen})
+    text = S.first_last_summary(pd.DataFrame(rows), ["conv1", "mid", "fc"])
+    assert text == ("Over the 2 scorings of this run, the first convolution (`conv1`) is fragile in 2 and the last "
+                    "linear layer (`fc`) in 1; on average 1.5 of 3 layers are frozen per segment.")
+    with pytest.raises(ValueError, match="lacks"):
+        S.first_last_summary(pd.DataFrame(rows).drop(columns="seed"), ["conv1"])

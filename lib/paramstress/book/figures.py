@@ -12,6 +12,7 @@ indexed by (model, dataset) (:func:`paramstress.collapse.collapsed_runs`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +21,7 @@ import seaborn as sns
 
 from paramstress.book import labels
 
-__all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs"]
+__all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves"]
 
 _GREY = "#d9d9d9"
 
@@ -190,3 +191,44 @@ def agreement_over_epochs(spearman: pd.DataFrame, *, tasks: Sequence[str], seeds
     fig.suptitle(title, y=1.0)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def selective_heatmap(choices: pd.DataFrame, *, layers: Sequence[str], title: str,
+                      names: Mapping[str, str] = labels.DATASETS) -> plt.Figure:
+    """selective_backprop's Δφ per layer (rows, input → output) at each scoring (columns:
+    data set · seed · epoch), diverging around 0, the layers frozen next marked "Fr"."""
+    heat = choices.assign(column=choices["dataset"].map(lambda t: labels.label(t, names)) + " · seed "
+                          + choices["seed"].astype(str) + " · ep " + choices["epoch"].astype(str))
+    order = list(layers)
+    values = heat.pivot(index="layer", columns="column", values="delta_phi").reindex(order)
+    marks = heat.pivot(index="layer", columns="column", values="fragile").reindex(order).replace({True: "Fr", False: ""})
+    limit = float(np.nanmax(np.abs(values.to_numpy()))) or 1.0
+    fig, ax = plt.subplots(figsize=(1.5 + 1.35 * values.shape[1], 0.8 + 0.3 * len(order)))
+    sns.heatmap(values, annot=marks, fmt="", cmap="RdBu", center=0, vmin=-limit, vmax=limit, linewidths=0.5,
+                cbar_kws={"label": "Δφ (combined response)"}, ax=ax)
+    ax.set(xlabel="", ylabel="layer (input → output)", title=title)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+def fig12_curves(fig12: pd.DataFrame, *, chance: Mapping[str, float], title: str, arms: Sequence[str],
+                 names: Mapping[str, str] = labels.DATASETS) -> Any:
+    """Pravin et al.'s Fig. 12: test accuracy against the FGSM ε, one panel per data set (rows)
+    and epoch (columns), one line per arm (mean ± sd over the seeds), chance dotted
+    (``chance``: data set → %). Returns the seaborn ``FacetGrid``."""
+    view = fig12.assign(task=fig12["dataset"].map(lambda t: labels.label(t, names)),
+                        approach=fig12["arm"].map(labels.ARMS))
+    palette = {labels.ARMS[a]: labels.ARM_COLOURS[a] for a in labels.ARMS}
+    grid = sns.relplot(data=view, x="eps", y="accuracy", hue="approach", style="approach", row="task", col="epoch",
+                       kind="line", errorbar="sd", markers=True, dashes=False, palette=palette,
+                       hue_order=[labels.ARMS[a] for a in arms if a in set(fig12["arm"])],
+                       height=3.1, aspect=1.15, facet_kws={"sharex": "row", "sharey": True, "margin_titles": True})
+    by_label = {labels.label(t, names): c for t, c in chance.items()}
+    for (row, _col), ax in grid.axes_dict.items():
+        ax.axhline(by_label[row], color="grey", ls=":", lw=1)
+    grid.set(ylim=(0, 100))
+    grid.set_axis_labels("FGSM ε (normalised units)", "test accuracy (%)")
+    grid.set_titles(row_template="{row_name}", col_template="epoch {col_name}")
+    grid.figure.suptitle(title, y=1.03)
+    return grid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DATASETS", "ARCHS", "SCORES", "label", "name_of"]
+__all__ = ["DATASETS", "ARCHS", "SCORES", "ARMS", "ARM_COLOURS", "label", "name_of"]
 
 #: paramstress.data names → labels.
 DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
@@ -13,6 +13,10 @@ DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", 
 #: paramstress.models names of the filtering pages' networks → labels.
 ARCHS: dict[str, str] = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "squeezenet1_1": "SqueezeNet 1.1",
                          "shufflenet_v2_x1_0": "ShuffleNet V2 x1.0", "shufflenet_v2_x0_5": "ShuffleNet V2 x0.5"}
+#: selective backpropagation's arms (paramstress.selective.ARMS) → labels, and their colours.
+ARMS: dict[str, str] = {"selective": "selective backprop", "control": "regular backprop (same restarts)",
+                        "regular": "regular backprop (uninterrupted)"}
+ARM_COLOURS: dict[str, str] = {"selective": "#1b9e9e", "control": "#f28e2b", "regular": "#9c9c9c"}
 #: Pravin et al.'s scores → labels.
 SCORES: dict[str, str] = {"phi_clean": "φ_clean", "phi_adv": "φ_adv", "delta_phi": "Δφ"}
 

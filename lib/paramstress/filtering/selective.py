@@ -74,6 +74,7 @@ from paramstress.engine import stats as ST
 from paramstress.engine.data import ImageData
 
 __all__ = [
+    "first_last_summary",
     "ARMS",
     "FREEZE_RULES",
     "Scorer",
@@ -729,3 +730,22 @@ def fig12_verdicts(fig12: pd.DataFrame, choices: pd.DataFrame, eps: Mapping[str,
                      "clean_low": clean.ci_low, "clean_high": clean.ci_high, "clean_p": clean.p_value,
                      "frozen": n_frozen, "layers": n_layers, "verdict": gain.direction()})
     return "\n".join(lines), pd.DataFrame(rows)
+
+
+def first_last_summary(choices: pd.DataFrame, layers: Sequence[str]) -> str:
+    """How often the first convolution and the last linear layer (``layers[0]``,
+    ``layers[-1]``) were fragile over the scorings of a run (``choices``: the rows of
+    :meth:`SelectiveResult.choices` with ``dataset`` and ``seed`` columns), and how many of
+    the layers a segment froze on average, as one Markdown sentence (Pravin et al. call the
+    first and the last layer fragile)."""
+    if not len(layers):
+        raise ValueError("layers is empty: pass the scored conv/linear layers in network order")
+    missing = [c for c in ("dataset", "seed", "epoch", "layer", "fragile") if c not in choices.columns]
+    if missing:
+        raise ValueError(f"choices lacks {missing}: pass the choices() rows with dataset and seed columns")
+    first, last = layers[0], layers[-1]
+    counts = choices[choices["layer"].isin([first, last])].groupby("layer")["fragile"].agg(["sum", "count"])
+    scorings = choices.groupby(["dataset", "seed", "epoch"])
+    return (f"Over the {scorings.ngroups} scorings of this run, the first convolution (`{first}`) is fragile in "
+            f"{int(counts.loc[first, 'sum'])} and the last linear layer (`{last}`) in {int(counts.loc[last, 'sum'])}; "
+            f"on average {scorings['fragile'].sum().mean():.1f} of {len(layers)} layers are frozen per segment.")
