@@ -359,3 +359,31 @@ def test_paper_table2_text_columns() -> None:
     assert R.paper_table2("Tiny-ImageNet").loc[0, "proposed"] == 67.06
     with pytest.raises(ValueError, match="its tasks"):
         R.paper_table2("ImageNet")
+
+
+def test_search_findings_names_the_shape_by_hand():
+    import pandas as pd
+    base = pd.DataFrame({"eps": [float("nan"), 0.1, 0.5], "accuracy": [90.0, 50.0, 30.0]})
+    table = pd.DataFrame({"virtual_eps": [0.05, 0.1, 0.2], "clean": [89.0, 91.0, 88.0],
+                          "corrupted_mean": [45.0, 50.0, 55.0]})
+    text = R.search_findings(table, base, chosen_eps=0.1, alpha=0.5)
+    assert "rises and then falls (unimodal, with its peak inside the grid)" in text
+    assert "1 of the 3 sizes beat the baseline's clean accuracy" in text and "(baseline 40.00%)" in text
+    assert "**ε = 0.1**" in text and "λ = αε = 0.05" in text
+    mono = table.assign(clean=[92.0, 91.0, 88.0])
+    assert "is highest at the smallest searched ε" in R.search_findings(mono, base, chosen_eps=0.05, alpha=0.5)
+
+
+def test_flatness_findings_by_hand():
+    import pandas as pd
+    flat = pd.DataFrame({"trainer": ["baseline", "baseline", "resistant", "resistant"], "seed": [0, 1, 0, 1],
+                         "loss": [0.1] * 4, "average_flatness": [0.4, 0.3, 0.2, 0.1],
+                         "worst_flatness": [0.1, 0.2, 0.3, 0.4]})
+    results = pd.DataFrame({"trainer": ["baseline"] * 4 + ["resistant"] * 4, "seed": [0, 0, 1, 1] * 2,
+                            "eps": [float("nan"), 0.5] * 4, "accuracy": [90, 10, 91, 20, 89, 30, 88, 40]})
+    table = R.flatness_table(flat, results, eps=0.5)
+    assert list(table["accuracy"]) == [10, 20, 30, 40] and list(table["clean"]) == [90, 91, 89, 88]
+    text, numbers = R.flatness_findings(table, ["baseline", "resistant"], eps=0.5)
+    assert numbers["spearman_average"] == pytest.approx(-1.0) and numbers["spearman_worst"] == pytest.approx(1.0)
+    label = R.TRAINER_LABELS["resistant"]
+    assert f"average case {label}; worst case none" in text

@@ -21,7 +21,8 @@ import seaborn as sns
 
 from paramstress.book import labels
 
-__all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves"]
+__all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves",
+           "virtual_eps_search", "table2_curves", "flatness_scatter"]
 
 _GREY = "#d9d9d9"
 
@@ -232,3 +233,72 @@ def fig12_curves(fig12: pd.DataFrame, *, chance: Mapping[str, float], title: str
     grid.set_titles(row_template="{row_name}", col_template="epoch {col_name}")
     grid.figure.suptitle(title, y=1.03)
     return grid
+
+
+def virtual_eps_search(search_table: pd.DataFrame, baseline: pd.DataFrame, *, search_eps: Sequence[float],
+                       alpha: float, title: str) -> plt.Figure:
+    """resistant_training's search: the direct variant's (Eq. 13) clean and mean corrupted
+    validation accuracy against the virtual ε (log x), the baseline dashed, the chosen ε
+    circled (``search_table`` of :func:`paramstress.resistant.select_virtual`)."""
+    curve = pd.concat([
+        search_table.assign(what="clean", value=search_table["clean"]),
+        search_table.assign(what="mean under corruption (Table 2 grid)", value=search_table["corrupted_mean"]),
+    ])
+    base_clean = float(baseline.loc[baseline.eps.isna(), "accuracy"].iloc[0])
+    base_corr = float(baseline.loc[baseline.eps.notna(), "accuracy"].mean())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, (what, base) in zip(axes, [("clean", base_clean), ("mean under corruption (Table 2 grid)", base_corr)]):
+        part = curve[curve.what == what]
+        sns.lineplot(data=part, x="virtual_eps", y="value", marker="o", ax=ax, color="C1", label="direct (Eq. 13)")
+        ax.axhline(base, color="grey", ls="--", lw=1, label="baseline")
+        sel = part[part.selected]
+        ax.plot(sel["virtual_eps"], sel["value"], "o", ms=12, mfc="none", mec="C3", label="chosen")
+        ax.set(xscale="log", xlabel=f"virtual ε (α = {alpha})", ylabel="validation accuracy (%)", title=what)
+        ax.set_xticks(list(search_eps), [f"{e:g}" for e in search_eps])
+        ax.minorticks_off()
+        ax.legend(fontsize=8)
+    fig.suptitle(title, y=1.03)
+    fig.tight_layout()
+    return fig
+
+
+def table2_curves(results: pd.DataFrame, paper: pd.DataFrame, *, title: str) -> plt.Figure:
+    """resistant_training's Table 2 as curves: test accuracy against ε (L2, n = k) per trainer
+    (band ± sd over seeds), beside the paper's CIFAR-10 / ResNet-34 baseline and proposed rows
+    (``paper``: :func:`paramstress.resistant.paper_table2`)."""
+    from paramstress.corruption.resistant import TRAINER_LABELS
+
+    plot = results.assign(trainer=results["trainer"].map(TRAINER_LABELS))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.0), gridspec_kw={"width_ratios": [3, 2]})
+    corr = plot[plot.eps.notna()]
+    sns.lineplot(data=corr, x="eps", y="accuracy", hue="trainer", style="trainer", markers=True, dashes=False,
+                 errorbar="sd", ax=axes[0], hue_order=list(TRAINER_LABELS.values()))
+    axes[0].set(xscale="log", ylim=(0, 100), xlabel="ε (L2, n = k)", ylabel="test accuracy (%)", title=title)
+    axes[0].legend(fontsize=8)
+    pc = paper[paper.eps.notna()]
+    axes[1].plot(pc["eps"], pc["baseline"], "o-", color="C0", label="Baseline")
+    axes[1].plot(pc["eps"], pc["proposed"], "s-", color="C1", label="Proposed")
+    axes[1].set(xscale="log", ylim=(0, 100), xlabel="ε (L2, n = k)", ylabel="test accuracy (%)",
+                title="The paper: CIFAR-10, ResNet-34")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def flatness_scatter(table: pd.DataFrame, *, eps: float, average_xi: float, worst_xi: float) -> plt.Figure:
+    """resistant_training's flatness against accuracy: each Table 2 model's average- and
+    worst-case loss increase (Stutz et al.) against its test accuracy at ``eps``, by trainer
+    (``table``: the Table 2 rows of :func:`paramstress.resistant.flatness_table`)."""
+    from paramstress.corruption.resistant import TRAINER_LABELS
+
+    order = list(TRAINER_LABELS.values())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, col, what in [(axes[0], "average_flatness", f"average case (ξ = {average_xi})"),
+                          (axes[1], "worst_flatness", f"worst case (ξ = {worst_xi})")]:
+        sns.scatterplot(data=table, x=col, y="accuracy", hue="label", style="label", s=70, ax=ax,
+                        hue_order=order, style_order=order)
+        ax.set(xlabel=f"loss increase, {what}", ylabel=f"test accuracy at ε = {eps:g} (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Flatter models (left in each panel) against accuracy under corruption", y=1.02)
+    fig.tight_layout()
+    return fig

@@ -62,6 +62,9 @@ from paramstress.corruption.sweeps import corruption_sweep
 from paramstress.corruption.tables import CLEAN_ROW
 
 __all__ = [
+    "search_findings",
+    "flatness_table",
+    "flatness_findings",
     "TRAINER_LABELS",
     "holdout_split",
     "trainer_specs",
@@ -772,3 +775,70 @@ def task_table2(
         models={(trainer, seed): m for (trainer, size, seed), m in models.items()
                 if trainer == "baseline" or size == chosen},
         histories=histories, seconds=seconds)
+
+
+# --------------------------------------------------------------------------- the page's findings
+def search_findings(search_table: pd.DataFrame, baseline: pd.DataFrame, *, chosen_eps: float, alpha: float) -> str:
+    """What the ε search of the direct variant (Eq. 13) shows, as Markdown: whether its clean
+    validation accuracy is unimodal in ε with an interior peak (the paper's description) or
+    monotone on the grid, how many sizes beat the baseline's clean accuracy, the range under
+    corruption, and the chosen ε (λ = αε for Eq. 16). ``search_table``: the table of
+    :func:`select_virtual`; ``baseline``: the baseline's rows of :func:`corrupted_accuracy`
+    on the validation set."""
+    base_clean = float(baseline.loc[baseline.eps.isna(), "accuracy"].iloc[0])
+    base_corr = float(baseline.loc[baseline.eps.notna(), "accuracy"].mean())
+    best_clean = search_table.loc[search_table["clean"].idxmax()]
+    interior = search_table["virtual_eps"].min() < best_clean["virtual_eps"] < search_table["virtual_eps"].max()
+    above = search_table[search_table["clean"] > base_clean]
+    shape = ("rises and then falls (unimodal, with its peak inside the grid), as the paper describes"
+             if interior else
+             f"is highest at the {'smallest' if best_clean['virtual_eps'] == search_table['virtual_eps'].min() else 'largest'} "
+             "searched ε, so on this grid it is monotone rather than unimodal with an interior peak")
+    return (
+        f"On the validation set the clean accuracy of the direct variant {shape}: from "
+        f"{search_table['clean'].iloc[0]:.2f}% at ε = {search_table['virtual_eps'].iloc[0]:g} to "
+        f"{search_table['clean'].iloc[-1]:.2f}% at ε = {search_table['virtual_eps'].iloc[-1]:g}, against "
+        f"{base_clean:.2f}% for the baseline; {len(above)} of the {len(search_table)} sizes beat the baseline's clean "
+        f"accuracy (the paper's Table 2 has the resistant model ahead on every task). Under corruption the mean "
+        f"validation accuracy goes from {search_table['corrupted_mean'].min():.2f}% to "
+        f"{search_table['corrupted_mean'].max():.2f}% (baseline {base_corr:.2f}%). The rule picks "
+        f"**ε = {chosen_eps:g}** for the virtual corruption (λ = αε = {alpha * chosen_eps:g} for Eq. 16).")
+
+
+def flatness_table(flat: pd.DataFrame, results: pd.DataFrame, *, eps: float) -> pd.DataFrame:
+    """The flatness rows (one per model: ``trainer``, ``seed``, the flatness measures of
+    :func:`paramstress.flatness.flatness`) joined with each model's test accuracy at ``eps``
+    (``accuracy``) and clean (``clean``) from Table 2's ``results``, and the trainer's label."""
+    at = results[np.isclose(results["eps"].fillna(-1), eps)][["trainer", "seed", "accuracy"]]
+    clean = results[results.eps.isna()][["trainer", "seed", "accuracy"]].rename(columns={"accuracy": "clean"})
+    out = flat.merge(at, on=["trainer", "seed"], how="left").merge(clean, on=["trainer", "seed"], how="left")
+    out["label"] = out["trainer"].map(lambda k: TRAINER_LABELS.get(k, k))
+    return out
+
+
+def flatness_findings(table: pd.DataFrame, trainers: Sequence[str], *, eps: float) -> tuple[str, dict[str, float]]:
+    """Stutz et al.'s flatness against the accuracy under corruption over the Table 2 models
+    (``trainers``; rows of :func:`flatness_table`), as Markdown, and the glued numbers
+    ``spearman_average`` / ``spearman_worst`` (Spearman ρ of each flatness with the accuracy at
+    ``eps``; negative: flatter models keep more accuracy). Which trainers are flatter than the
+    baseline on average over seeds, and the flattest, are stated beside it."""
+    from scipy import stats
+
+    models = table[table["trainer"].isin(list(trainers))].dropna(subset=["accuracy"])
+    rho_avg = float(stats.spearmanr(models["average_flatness"], models["accuracy"]).statistic)
+    rho_worst = float(stats.spearmanr(models["worst_flatness"], models["accuracy"]).statistic)
+    means = table[table["trainer"].isin(list(trainers))].groupby("trainer")[["average_flatness", "worst_flatness"]].mean()
+    flattest = {c: TRAINER_LABELS[means[c].idxmin()] for c in means.columns}
+    base = means.loc["baseline"]
+    flatter = {c: [TRAINER_LABELS[k] for k in means.index if k != "baseline" and means.loc[k, c] < base[c]]
+               for c in means.columns}
+    text = (
+        f"Over the {len(models)} Table 2 models, the Spearman correlation between flatness and the accuracy at "
+        f"ε = {eps:g} is **{rho_avg:.2f}** for the average case and **{rho_worst:.2f}** for the worst case "
+        "(negative: flatter models keep more accuracy under corruption). "
+        f"Flatter than the baseline on average over seeds: average case {', '.join(flatter['average_flatness']) or 'none'}; "
+        f"worst case {', '.join(flatter['worst_flatness']) or 'none'}. The flattest trainer is "
+        f"{flattest['average_flatness']} (average case) and {flattest['worst_flatness']} (worst case). "
+        "Gradient-based corruption is a worst case of absolute size ε, while Stutz et al.'s balls are relative to each "
+        "layer's norm, so the two need not rank the models alike.")
+    return text, {"spearman_average": rho_avg, "spearman_worst": rho_worst}
