@@ -22,6 +22,25 @@ def test_unknown_dataset_names_the_known_ones():
         data.load("mnistt")
 
 
+def test_the_package_reexports_its_modules_public_names():
+    """``paramstress.data`` (what published pages import) has every public name of its modules,
+    the same objects; the old flat name is the package itself."""
+    import types
+
+    from paramstress.engine.data import images, registry, sources, text
+
+    for module in (sources, images, imagenet, text, registry):
+        for name, value in vars(module).items():
+            if name.startswith("_") or name == "annotations" or isinstance(value, types.ModuleType):
+                continue
+            owner = getattr(value, "__module__", None) if callable(value) else module.__name__
+            if owner and owner.startswith("paramstress.engine.data"):
+                assert getattr(data, name, None) is value, f"paramstress.data lacks {module.__name__}.{name}"
+    from paramstress.engine import data as engine_data
+
+    assert data is engine_data and data.TEXT_SPECS.items() <= data.SPECS.items()
+
+
 def test_missing_offline_names_files_and_variable(empty_root):
     with pytest.raises(data.DataNotFound) as err:
         data.load("mnist")
