@@ -22,7 +22,8 @@ import seaborn as sns
 from paramstress.book import labels
 
 __all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves",
-           "virtual_eps_search", "table2_curves", "flatness_scatter"]
+           "virtual_eps_search", "table2_curves", "flatness_scatter",
+           "vulnerability_heatmaps", "table1_damage"]
 
 _GREY = "#d9d9d9"
 
@@ -302,3 +303,62 @@ def flatness_scatter(table: pd.DataFrame, *, eps: float, average_xi: float, wors
     fig.suptitle("Flatter models (left in each panel) against accuracy under corruption", y=1.02)
     fig.tight_layout()
     return fig
+
+
+def _drop_heatmap(ax: plt.Axes, part: pd.DataFrame, columns: Sequence[str], title: str, chosen_eps: float,
+                  cbar: bool) -> None:
+    table = part.pivot_table(index="eps", columns="group", values="drop", sort=False).reindex(columns=list(columns))
+    table.index = [f"{e:g}" for e in table.index]
+    sns.heatmap(table, annot=True, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, ax=ax, cbar=cbar,
+                cbar_kws={"label": "accuracy drop (points)"} if cbar else None, annot_kws={"size": 8})
+    rows = list(table.index)
+    if f"{chosen_eps:g}" in rows:
+        ax.add_patch(plt.Rectangle((0, rows.index(f"{chosen_eps:g}")), len(columns), 1, fill=False, lw=2, ec="C0"))
+    ax.set(title=title, xlabel="", ylabel="ε")
+
+
+def vulnerability_heatmaps(results: pd.DataFrame, *, kind: str, groups: Mapping[str, Sequence[str]],
+                           eps: Mapping[str, float], title: str,
+                           group_labels: Mapping[str, str] | None = None) -> plt.Figure:
+    """Fig. 4 as heatmaps: the accuracy drop (points) of each group (columns) at each ε (rows)
+    for every model (panels; ``groups``: model label → its groups in order), the ε chosen for
+    the model boxed (``eps``). ``kind``: ``"component"`` or ``"layer"`` rows of
+    :func:`paramstress.vulnerability.probe`; ``group_labels`` relabels the groups (component
+    names → labels)."""
+    part_all = results[results.group_kind == kind]
+    widths = [len(g) for g in groups.values()]
+    if kind == "layer":
+        fig, axes = plt.subplots(1, len(groups), figsize=(0.65 * sum(widths) + 2.5, 4.2), squeeze=False,
+                                 gridspec_kw={"width_ratios": widths})
+    else:
+        fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 3.4), squeeze=False)
+    for j, (model, cols) in enumerate(groups.items()):
+        part = part_all[part_all.model == model]
+        if group_labels is not None:
+            part = part.assign(group=part["group"].map(group_labels))
+            cols = [group_labels[c] for c in cols]
+        _drop_heatmap(axes[0, j], part, cols, model, eps[model], cbar=j == len(groups) - 1)
+        if kind == "layer":
+            axes[0, j].tick_params(axis="x", labelrotation=90)
+    fig.suptitle(title, y=1.03)
+    fig.tight_layout()
+    return fig
+
+
+def table1_damage(damage: pd.DataFrame, paper: pd.DataFrame, *, n: int, title: str) -> Any:
+    """Table 1's sparse rows as damage (0: intact, 1: chance, :func:`paramstress.tables.relative_damage`)
+    against ε, one line per subspace, Random and Proposed side by side, the paper's CIFAR-10
+    ResNet-34 dashed. Returns the seaborn ``FacetGrid``."""
+    grid = sns.relplot(data=damage, x="eps", y="damage", hue="subspace", style="subspace", col="approach",
+                       col_order=["Random", "Proposed"], kind="line", markers=True, dashes=False, errorbar=None,
+                       height=3.4, aspect=1.2)
+    paper_line = None
+    for ax, approach in zip(grid.axes.flat, ["Random", "Proposed"]):
+        ref = paper[paper["approach"] == approach]
+        (paper_line,) = ax.plot(ref["eps"], ref["damage"], "k--x", lw=1, label="paper, CIFAR-10 ResNet-34")
+        ax.set_title(approach)
+    grid.axes.flat[0].legend(handles=[paper_line], fontsize=8, loc="upper left")
+    grid.set(xscale="log", ylim=(-0.05, 1.05))
+    grid.set_axis_labels(f"ε (L∞, n = {n})", "damage (0: intact, 1: chance)")
+    grid.figure.suptitle(title, y=1.06)
+    return grid
