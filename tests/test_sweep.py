@@ -564,3 +564,15 @@ def test_sweep_recomputes_rows_that_lack_a_required_column(tmp_path: Path) -> No
     again = Wider()
     S.sweep(POINTS, again.apply, again.evaluate, path, require=["extra2"])
     assert again.applied == []  # now every row has it
+
+
+def test_predict_is_the_argmax_of_evaluate_in_batches():
+    from paramstress.engine.sweep import evaluate, predict
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).train()
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    pred = predict(model, x, batch_size=3)
+    assert torch.equal(pred, model(x).argmax(1)) and model.training  # eval mode restored
+    assert evaluate(model, x, y, batch_size=3)["accuracy"] == 100.0 * int((pred == y).sum()) / 10
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(model, x, batch_size=0)

@@ -23,7 +23,9 @@ from paramstress.book import labels
 
 __all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves",
            "virtual_eps_search", "table2_curves", "flatness_scatter",
-           "vulnerability_heatmaps", "table1_damage"]
+           "vulnerability_heatmaps", "table1_damage",
+           "image_grid", "confusion",
+           "global_delta_phi", "fig6_responses", "modes_delta_phi", "label_heatmaps"]
 
 _GREY = "#d9d9d9"
 
@@ -362,3 +364,86 @@ def table1_damage(damage: pd.DataFrame, paper: pd.DataFrame, *, n: int, title: s
     grid.set_axis_labels(f"ε (L∞, n = {n})", "damage (0: intact, 1: chance)")
     grid.figure.suptitle(title, y=1.06)
     return grid
+
+
+def image_grid(images: Any, targets: Any, classes: Sequence[str], *, title: str, rows: int = 2,
+               cols: int = 8) -> plt.Figure:
+    """The first ``rows × cols`` images (``N×C×H×W``, first channel shown in grey) titled with
+    their class names."""
+    fig, axes = plt.subplots(rows, cols, figsize=(cols, 1.15 * rows))
+    for ax, img, target in zip(axes.flat, images[:rows * cols].cpu(), targets[:rows * cols].cpu()):
+        ax.imshow(img[0], cmap="gray_r")
+        ax.set_title(classes[int(target)], fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, y=1.02)
+    return fig
+
+
+def confusion(true: Any, predicted: Any, *, title: str) -> plt.Figure:
+    """The confusion matrix (counts; rows: true class, columns: predicted) as an annotated heatmap."""
+    table = pd.crosstab(pd.Series(np.asarray(true), name="true"), pd.Series(np.asarray(predicted), name="predicted"))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    sns.heatmap(table, annot=True, fmt="d", cmap="mako_r", cbar=False, ax=ax, annot_kws={"fontsize": 8})
+    ax.set_title(title)
+    return fig
+
+
+def global_delta_phi(frame: pd.DataFrame, *, title: str) -> plt.Figure:
+    """method_choices: the global Δφ of each snapshot under each reference (columns ``epoch``,
+    ``delta_phi``, ``reference``, ``data set``: labels), 0 marked."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    sns.lineplot(data=frame, x="epoch", y="delta_phi", hue="reference", style="data set", markers=True, ax=ax)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(xlabel="epoch of the snapshot", ylabel="global Δφ (area units)", title=title)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return fig
+
+
+def fig6_responses(frame: pd.DataFrame, *, title: str) -> Any:
+    """Pravin et al.'s Fig. 6 from :func:`paramstress.fragility.fig6_frame`: the response against
+    the stress λ per filter (columns) and panel (rows), one line per epoch, the unfiltered
+    baseline dashed. Returns the seaborn ``FacetGrid``."""
+    grid = sns.relplot(data=frame, x="lam", y="response", hue="epoch", col="filter", row="panel", kind="line",
+                       palette="viridis", height=2.1, aspect=1.25, facet_kws={"margin_titles": True})
+    for (row, col), ax in grid.axes_dict.items():
+        base = frame[(frame.panel == row) & (frame["filter"] == col)].groupby("lam")["baseline"].mean()
+        ax.plot(base.index, base.values, color="grey", ls="--", lw=1)
+    grid.set_axis_labels("stress λ", "response")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.figure.suptitle(title, y=1.02)
+    return grid
+
+
+def modes_delta_phi(frame: pd.DataFrame, *, title: str) -> Any:
+    """method_choices: Δφ of every filtered scope (rows) under fixed and regenerated FGSM
+    (hue), per reference (columns) and data set (rows of panels), 0 marked."""
+    grid = sns.catplot(data=frame, x="delta_phi", y="layer", hue="adversarial", col="reference", row="data set",
+                       kind="point", linestyle="none", dodge=0.4, height=3.0, aspect=1.25, palette="colorblind",
+                       margin_titles=True, sharex=False)
+    for ax in grid.axes.flat:
+        ax.axvline(0, color="black", lw=0.8)
+    grid.set_axis_labels("Δφ (area units)", "")
+    grid.figure.suptitle(title, y=1.03)
+    return grid
+
+
+def label_heatmaps(frame: pd.DataFrame, *, layers: Sequence[str], references: Sequence[str], title: str,
+                   names: Mapping[str, str] = labels.DATASETS) -> plt.Figure:
+    """method_choices: the Δφ label of every layer (rows) under each reference (columns), one
+    panel per data set; ``frame`` has ``dataset``, ``layer``, ``reference`` and ``Δφ label``
+    (fragile / robust / antifragile / removable, :data:`paramstress.fragility.REMOVABLE`)."""
+    from paramstress.filtering.fragility import REMOVABLE
+
+    order = list(layers)
+    codes = {"fragile": -1, "robust": 0, "antifragile": 1, REMOVABLE: 2}
+    fig, axes = plt.subplots(1, len(frame["dataset"].unique()), figsize=(12, 0.28 * len(order) + 1.6), sharey=True)
+    cmap = plt.matplotlib.colors.ListedColormap(["#0072B2", "#F0E442", "#D55E00", "#BBBBBB"])
+    for ax, (d, sub) in zip(np.atleast_1d(axes), frame.groupby("dataset", sort=False)):
+        mat = sub.pivot(index="layer", columns="reference", values="Δφ label").reindex(order)[list(references)]
+        sns.heatmap(mat.replace(codes).astype(float), cmap=cmap, vmin=-1.5, vmax=2.5, cbar=False, ax=ax,
+                    annot=mat.replace({"fragile": "Fr", "robust": "Ro", "antifragile": "Af", REMOVABLE: "rm"}),
+                    fmt="", linewidths=0.5)
+        ax.set(title=labels.label(d, names), xlabel="reference", ylabel="")
+    fig.suptitle(title, y=1.0)
+    plt.tight_layout()
+    return fig

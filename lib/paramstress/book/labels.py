@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DATASETS", "ARCHS", "SCORES", "ARMS", "ARM_COLOURS", "label", "name_of"]
+__all__ = ["DATASETS", "ARCHS", "SCORES", "ARMS", "ARM_COLOURS", "REFERENCES", "label", "name_of"]
 
 #: paramstress.data names → labels.
 DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
@@ -17,6 +17,9 @@ ARCHS: dict[str, str] = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "sque
 ARMS: dict[str, str] = {"selective": "selective backprop", "control": "regular backprop (same restarts)",
                         "regular": "regular backprop (uninterrupted)"}
 ARM_COLOURS: dict[str, str] = {"selective": "#1b9e9e", "control": "#f28e2b", "regular": "#9c9c9c"}
+#: Δφ's references (paramstress.fragility.REFERENCES) → labels.
+REFERENCES: dict[str, str] = {"own": "own (paper's text)", "clean": "clean for both", "chance": "chance-corrected",
+                              "first": "first threshold"}
 #: Pravin et al.'s scores → labels.
 SCORES: dict[str, str] = {"phi_clean": "φ_clean", "phi_adv": "φ_adv", "delta_phi": "Δφ"}
 

@@ -48,6 +48,7 @@ __all__ = [
     "check_nonfinite_rule",
     "iter_batches",
     "evaluate",
+    "predict",
     "evaluate_outcomes",
     "sweep",
 ]
@@ -193,6 +194,26 @@ def _evaluate(
         return values, None, None
     return values, torch.cat(hits).numpy().astype(bool), torch.cat(finites).numpy().astype(bool)
 
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
+            transform: Transform | None = None) -> torch.Tensor:
+    """The predicted class (argmax of the logits) of every example of ``x``, batched as
+    :func:`evaluate` batches, in eval mode (each module's flag restored) under
+    ``torch.inference_mode``; on ``x``'s device."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if len(x) == 0:
+        raise ValueError("cannot predict on an empty dataset")
+    out = []
+    with eval_mode(model), torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            logits = model(transform(xb) if transform is not None else xb)
+            if logits.ndim != 2 or logits.shape[0] != xb.shape[0]:
+                raise ValueError(f"the model must return (batch, classes) logits, got shape {tuple(logits.shape)}")
+            out.append(logits.argmax(dim=1))
+    return torch.cat(out)
 
 # --------------------------------------------------------------------------------------
 # The generic sweep, with a resumable CSV
