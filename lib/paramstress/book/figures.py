@@ -25,7 +25,8 @@ __all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_e
            "virtual_eps_search", "table2_curves", "flatness_scatter",
            "vulnerability_heatmaps", "table1_damage",
            "image_grid", "confusion",
-           "global_delta_phi", "fig6_responses", "modes_delta_phi", "label_heatmaps"]
+           "global_delta_phi", "fig6_responses", "modes_delta_phi", "label_heatmaps",
+           "text_fig3", "text_vulnerability_heatmaps", "text_damage"]
 
 _GREY = "#d9d9d9"
 
@@ -447,3 +448,71 @@ def label_heatmaps(frame: pd.DataFrame, *, layers: Sequence[str], references: Se
     fig.suptitle(title, y=1.0)
     plt.tight_layout()
     return fig
+
+
+def text_fig3(fig3: pd.DataFrame, tasks: Mapping[str, Any], clean: Mapping[str, float]) -> Any:
+    """Fig. 3 for the text tasks: each task's score against ε (L∞, n = k), random (± sd over the
+    trials) and gradient-based corruption, the clean score dashed (``clean[key]``). ``fig3``:
+    sweep rows with ``task`` (label), ``score``, ``approach`` (Random / Proposed). Returns the
+    seaborn ``FacetGrid``."""
+    grid = sns.relplot(data=fig3, x="eps", y="score", hue="approach", style="approach", col="task",
+                       hue_order=["Random", "Proposed"], style_order=["Random", "Proposed"], kind="line",
+                       errorbar="sd", markers=True, dashes=False, height=3.4, aspect=1.2,
+                       facet_kws={"sharey": False})
+    for ax, (key, task) in zip(grid.axes.flat, tasks.items()):
+        ax.axhline(clean[key], color="grey", ls="--", lw=1)
+        ax.set(xscale="log", xlabel="ε (L∞, n = k)", ylabel=task.metric_label,
+               title=f"{task.label} ({'lower' if not task.higher_is_better else 'higher'} is better)")
+    return grid
+
+
+def text_vulnerability_heatmaps(rows: pd.DataFrame, *, task: Any, components: Sequence[str], layers: Sequence[str],
+                                eps: float, clean: float, n_component: int, n_layer: int) -> plt.Figure:
+    """Fig. 4 for one text task: the damage of each component (left) and each layer position
+    (right, :func:`paramstress.vulnerability.short_layer_label`) at each ε, the chosen ε boxed;
+    the colour scale ends at the clean score when higher is better."""
+    from paramstress.corruption.vulnerability import COMPONENT_LABELS, short_layer_label
+
+    def heat(ax: plt.Axes, part: pd.DataFrame, columns: Sequence[str], title: str, vmax: float | None,
+             cbar: bool) -> None:
+        table = part.pivot_table(index="eps", columns="group", values="drop", sort=False).reindex(columns=list(columns))
+        table.index = [f"{e:g}" for e in table.index]
+        sns.heatmap(table, annot=True, fmt=".1f", cmap="rocket_r", vmin=0, vmax=vmax, ax=ax, cbar=cbar,
+                    cbar_kws={"label": f"{task.metric_label} lost"}, annot_kws={"size": 8})
+        index = list(table.index)
+        if f"{eps:g}" in index:
+            ax.add_patch(plt.Rectangle((0, index.index(f"{eps:g}")), len(columns), 1, fill=False, lw=2, ec="C0"))
+        ax.set(title=title, xlabel="", ylabel="ε (L∞)")
+
+    vmax = clean if task.higher_is_better else None
+    comp = rows[rows.group_kind == "component"]
+    comp = comp.assign(group=comp["group"].map(COMPONENT_LABELS))
+    layer = rows[rows.group_kind == "layer"]
+    layer = layer.assign(group=layer["group"].map(short_layer_label))
+    fig, axes = plt.subplots(1, 2, figsize=(4.0 + 0.9 * len(layers), 3.6),
+                             gridspec_kw={"width_ratios": [len(components), len(layers)]})
+    heat(axes[0], comp, [COMPONENT_LABELS[c] for c in components], f"{task.label}: components (n = {n_component})",
+         vmax, cbar=False)
+    heat(axes[1], layer, [short_layer_label(g) for g in layers], f"{task.label}: layers (n = {n_layer})", vmax, True)
+    fig.tight_layout()
+    return fig
+
+
+def text_damage(damage: pd.DataFrame, tasks: Mapping[str, Any]) -> Any:
+    """Table 2's text columns as damage against ε (L2, n = k): ours (solid) beside the paper's
+    (dashed), baseline and proposed, one panel per task (``damage``:
+    :func:`paramstress.resistant.damage_frame`). Returns the seaborn ``FacetGrid``."""
+    import matplotlib.ticker as mticker
+
+    order = ["Baseline, ours", "Proposed (Eq. 13), ours", "Baseline, paper", "Proposed, paper"]
+    grid = sns.relplot(data=damage, x="eps", y="damage", hue="model", style="model", hue_order=order,
+                       style_order=order, col="task", kind="line", markers=True, height=3.4, aspect=1.1,
+                       palette=["tab:blue", "tab:orange", "tab:blue", "tab:orange"],
+                       dashes={"Baseline, ours": "", "Proposed (Eq. 13), ours": "", "Baseline, paper": (3, 2),
+                               "Proposed, paper": (3, 2)},
+                       facet_kws={"sharex": False, "sharey": False})
+    for ax, task in zip(grid.axes.flat, tasks.values()):
+        ax.set(xscale="log", xlabel="ε (L2, n = k)", ylabel=f"damage ({task.metric_label})", title=task.label)
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only
+    grid.figure.subplots_adjust(wspace=0.35)
+    return grid

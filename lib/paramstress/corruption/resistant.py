@@ -62,6 +62,7 @@ from paramstress.corruption.sweeps import corruption_sweep
 from paramstress.corruption.tables import CLEAN_ROW
 
 __all__ = [
+    "damage_frame",
     "search_findings",
     "flatness_table",
     "flatness_findings",
@@ -842,3 +843,26 @@ def flatness_findings(table: pd.DataFrame, trainers: Sequence[str], *, eps: floa
         "Gradient-based corruption is a worst case of absolute size ε, while Stutz et al.'s balls are relative to each "
         "layer's norm, so the two need not rank the models alike.")
     return text, {"spearman_average": rho_avg, "spearman_worst": rho_worst}
+
+
+def damage_frame(summaries: Mapping[str, pd.DataFrame], tasks: Mapping[str, Any],
+                 labels: Mapping[str, str]) -> pd.DataFrame:
+    """Table 2's text columns as damage (clean score − corrupted score, in the direction where
+    larger is worse) at each ε: ours from ``summaries[key]`` (:func:`summarize`; trainers
+    labelled by ``labels``) and the paper's baseline and proposed rows
+    (:func:`paper_table2` of the task's label). Columns ``task``, ``eps``, ``damage``, ``model``."""
+    rows = []
+    for key, task in tasks.items():
+        sign = 1.0 if task.higher_is_better else -1.0
+        for trainer, part in summaries[key].groupby("trainer", sort=False):
+            clean = float(part.loc[part["eps"].isna(), "mean"].iloc[0])
+            for _, r in part[part["eps"].notna()].iterrows():
+                rows.append({"task": task.label, "eps": r["eps"], "damage": sign * (clean - r["mean"]),
+                             "model": f"{labels[trainer]}, ours"})
+        ref = paper_table2(task.label)
+        for col, name in (("baseline", "Baseline"), ("proposed", "Proposed")):
+            clean = float(ref.loc[ref["eps"].isna(), col].iloc[0])
+            for _, r in ref[ref["eps"].notna()].iterrows():
+                rows.append({"task": task.label, "eps": r["eps"], "damage": sign * (clean - r[col]),
+                             "model": f"{name}, paper"})
+    return pd.DataFrame(rows)

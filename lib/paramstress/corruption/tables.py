@@ -51,6 +51,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = [
+    "central_claim_verdicts",
     "METHOD_LABELS",
     "CLEAN_ROW",
     "eps_label",
@@ -774,3 +775,35 @@ def loss_scaling(
     columns = ["task", "random_eps", "random_slope", "random_c2", "gradient_eps", "gradient_slope",
                "gradient_c1", "ratio_eps", "ratio_slope", "predicted_ratio_per_eps"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def central_claim_verdicts(claims: pd.DataFrame, tasks: Mapping[str, Any],
+                           claim: Mapping[str, Sequence[float]]) -> tuple[str, dict[str, str]]:
+    """The text page's verdict on Sun et al.'s central claim, one Markdown bullet per task,
+    and ``{key: "holds" | "does not hold"}`` for the tasks where it can be checked.
+
+    ``claims``: :func:`central_claim` rows with a ``task`` column (the task's label);
+    ``tasks``: ``{key: Task}`` (its ``label`` and ``metric_label``); ``claim[key] =
+    (random_tolerance, gradient_threshold)``. Rule: among the ε where random corruption is
+    harmless (within the tolerance), take the one where the gradient-based corruption does
+    the most damage; the claim holds when that damage reaches the threshold. No ε with a
+    harmless random corruption: the claim cannot be checked on the grid (no verdict)."""
+    lines, held = [], {}
+    for key, task in tasks.items():
+        if key not in claim:
+            raise ValueError(f"claim has no entry for {key!r}: give [random_tolerance, gradient_threshold]")
+        part = claims[(claims.task == task.label) & claims.random_harmless]
+        tol, thr = claim[key]
+        if part.empty:
+            lines.append(f"- **{task.label}**: random corruption changes {task.metric_label} by at least "
+                         f"{tol} at every ε of the grid; the claim cannot be checked on this grid.")
+            continue
+        best = part.loc[part["gradient_drop"].idxmax()]
+        holds = bool(best["gradient_drop"] >= thr)
+        held[key] = "holds" if holds else "does not hold"
+        lines.append(
+            f"- **{task.label}**: at ε = {eps_label(best['eps'])} random corruption costs "
+            f"{best['random_drop']:.3g} {task.metric_label} (worst trial {best['random_worst_drop']:.3g}), "
+            f"the gradient-based one {best['gradient_drop']:.3g}: the claim (≥ {thr}) "
+            f"**{'holds' if holds else 'does not hold'}** here.")
+    return "\n".join(lines), held
