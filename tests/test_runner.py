@@ -76,3 +76,41 @@ def test_corrupted_data_fails_before_any_kernel(tmp_path, mirror):
     assert out.returncode == 2
     assert "MD5" in out.stderr and "delete it and load again" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _first_code_cell_after_parameters(nb):
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    i = next(k for k, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    rest = [c for c in cells[i + 1:] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return "".join(rest[0]["source"])
+
+
+@pytest.mark.parametrize("notebook", profiles.notebooks())
+def test_every_page_checks_its_parameters_in_its_first_code_cell(notebook):
+    """Plain papermill (no runner) gets the same check: the first code cell after the
+    parameters calls profiles.check before any data or model. Pages published at `gpu`
+    cannot be re-executed here, so their code cells stay as published until a GPU run."""
+    import json
+    if profiles.published(notebook) == "gpu":
+        pytest.skip(f"{notebook} is published at gpu: its code cells change only with a GPU re-run")
+    source = _first_code_cell_after_parameters(json.loads((REPO / "book" / f"{notebook}.ipynb").read_text()))
+    call = f'profiles.check("{notebook}", globals())'
+    assert call in source, f"book/{notebook}.ipynb's first code cell lacks {call}"
+    before = source[:source.index(call)]
+    assert "data.load(" not in before and "Run(" not in before and "train(" not in before and "build_task(" not in before
+
+
+def test_plain_papermill_rejects_a_bad_value_in_the_first_code_cell(tmp_path):
+    """The issue's example run without the runner: papermill with a bad value stops in the
+    check, before the data are loaded, naming what is expected."""
+    import papermill
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(REPO / "book" / "quickstart.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"epochs": 0}, kernel_name="python3", progress_bar=False,
+                                   cwd=str(tmp_path))
+    assert "ProfileError" in info.value.ename and "epochs = 0" in info.value.evalue
+    import json
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    ran = [c for c in out["cells"] if c["cell_type"] == "code" and c.get("execution_count")]
+    assert 'profiles.check("quickstart", globals())' in "".join(ran[-1]["source"])  # the failing cell
+    assert not any("data.load" in "".join(c["source"]) for c in ran)
