@@ -18,6 +18,20 @@ loaded instead of training; a partial one is resumed, and the resumed run ends w
 the same weights as an uninterrupted one (model, optimizer, schedule and every
 random-number generator are restored).
 
+The loop's phases
+-----------------
+:func:`train` is one client of :class:`TrainingLoop`; :func:`paramstress.tasks.train_task`
+(the text tasks) is another. The loop holds what one run trains (model, optimizer,
+schedule, objective, loss, batch generator, frozen parameters, history) and runs in
+named phases: :meth:`TrainingLoop.prepare` (optimizer and schedule, after
+:func:`seeded_generator` seeded the random-number generators), :meth:`TrainingLoop.restore`
+(a partial checkpoint that :func:`read_checkpoint` found), :meth:`TrainingLoop.run_epoch`
+(one optimizer step per batch of any iterable of ``(x, y, weight)``), the caller's
+evaluation, which turns each :class:`EpochResult` into a history row, and
+:meth:`TrainingLoop.save` (:meth:`TrainingLoop.checkpoint`, written atomically);
+:meth:`TrainingLoop.run` strings the last three together. A client supplies only its
+batches, its loss, its evaluation and what identifies its run in the checkpoint.
+
 Snapshots, frozen layers, runs that start from a snapshot
 -------------------------------------------------------
 Pravin et al. (2023) analyse each network at several points of its training
@@ -62,8 +76,10 @@ Extension point: objectives
 What one training step *computes* is an :class:`Objective`: a callable
 ``objective(model, x, y, loss_fn) -> loss`` that runs the forward and backward
 passes of one batch, leaving the gradients in ``param.grad``, and returns the
-(detached) loss to log. The loop zeroes the gradients before the call and does
-``optimizer.step()`` and ``scheduler.step()`` after it; nothing else. ``loss_fn``
+(detached) loss to log. The loop zeroes the gradients before the call and, after
+it, drops the frozen parameters' gradients, clips (when the client asks for it, as
+:func:`paramstress.tasks.train_task` does) and does ``optimizer.step()`` and
+``scheduler.step()``; nothing else. In :func:`train`, ``loss_fn``
 is a :class:`BatchLoss`: ``loss_fn(model, x, y)`` runs the forward pass under the
 loop's precision policy and returns the float32 training criterion (cross-entropy
 with the configured label smoothing); ``loss_fn.logits(model, x)`` and
@@ -98,6 +114,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
@@ -115,12 +132,15 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "OPTIMIZERS",
     "SCHEDULES",
+    "Batch",
     "BatchLoss",
     "CrossEntropy",
+    "EpochResult",
     "EpochStats",
     "Objective",
     "TrainConfig",
     "TrainResult",
+    "TrainingLoop",
     "atomic_save",
     "augment_batch",
     "cutout_batch",
@@ -132,7 +152,9 @@ __all__ = [
     "load_snapshot",
     "make_objective",
     "objective_names",
+    "read_checkpoint",
     "register_objective",
+    "seeded_generator",
     "snapshot_path",
     "train",
     "pretrained_result",
@@ -917,7 +939,314 @@ def _snapshots_written(folder: Path | None, key: str, epochs: tuple[int, ...]) -
     return {e: _snapshot_file(folder, key, e) for e in epochs if _snapshot_file(folder, key, e).exists()}
 
 
-# =========================================================================== the loop
+# =========================================================================== the loop's phases
+#: What a batch source yields: ``(x, y, weight)``; ``weight`` (an int) multiplies the step's
+#: logged loss in :attr:`EpochResult.loss_sum` (the batch's examples, or 1 per step).
+Batch = tuple[Any, Any, int]
+
+
+def seeded_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """Seed torch's global generators (the CPU's and every CUDA device's) with ``seed`` and
+    return a new ``torch.Generator`` on ``device`` seeded with ``seed``.
+
+    The loop's random-number policy: the batch order and the augmentation draw from the
+    returned generator, objectives and dropout from the global ones. Both are part of every
+    checkpoint (:meth:`TrainingLoop.checkpoint`).
+    """
+    torch.manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@dataclasses.dataclass
+class EpochResult:
+    """What :meth:`TrainingLoop.run_epoch` measured over one epoch.
+
+    ``epoch`` is the epoch's number (absolute: 1 for the first epoch of a fresh run; a
+    run that starts from a snapshot of epoch ``e`` numbers on from ``e + 1``).
+    ``loss_sum`` is the float64 sum, on the loop's device, of every step's logged loss
+    times its batch weight, ``weight`` the sum of the weights and ``steps`` the number of
+    optimizer steps; the caller turns them into its mean (:func:`train`: per example,
+    ``(loss_sum / weight).item()``; :func:`paramstress.tasks.train_task`: per step,
+    ``float(loss_sum) / steps``; the two differ in the last bit on CUDA, where a device
+    tensor divided by a Python number is multiplied by its reciprocal). ``last_lr`` is the
+    learning rate the epoch's last step used, ``started`` the ``time.perf_counter()`` when
+    the epoch began.
+    """
+
+    epoch: int
+    loss_sum: torch.Tensor
+    weight: int
+    steps: int
+    last_lr: float
+    started: float
+
+
+@dataclasses.dataclass(eq=False)
+class TrainingLoop:
+    """The one training loop, as phases that :func:`train` and
+    :func:`paramstress.tasks.train_task` (and any other trainer) call in this order:
+
+    1. **prepare** (:meth:`prepare`): the optimizer over ``params`` and the per-step
+       schedule (:func:`make_optimizer`, :func:`make_scheduler`), with the objective, the
+       loss, the batch generator (from :func:`seeded_generator`) and the frozen parameters;
+    2. **restore** (:meth:`restore`), when :func:`read_checkpoint` found a partial run:
+       weights, optimizer, schedule, the batch generator, torch's global CPU generator (and
+       the CUDA one of the loop's device), the objective's state if it has one, the
+       history and the number of epochs done;
+    3. **one epoch** (:meth:`run_epoch`) over an iterable of :data:`Batch`: per step
+       ``optimizer.zero_grad(set_to_none=True)``; ``objective(model, x, y, loss_fn)``
+       (forward and backward passes); the gradients of ``frozen`` parameters discarded;
+       the global gradient norm of ``params`` clipped to ``clip_norm`` (when > 0);
+       ``optimizer.step()``; ``scheduler.step()``;
+    4. **evaluate**: the caller's ``record`` (:meth:`run`) evaluates the model and turns
+       the :class:`EpochResult` into the epoch's history row (a dict of plain values);
+    5. **save** (:meth:`save`): the checkpoint (:meth:`checkpoint`), written atomically.
+
+    :meth:`run` strings 3-5 together for every epoch up to ``epochs``, saving after every
+    ``checkpoint_every`` epochs and after the last. Because everything a step depends on
+    is restored, a run resumed from a partial checkpoint ends with the same weights and
+    history (wall-clock seconds aside) as an uninterrupted one, on the CPU bit for bit.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    objective: Objective
+    loss_fn: LossFn
+    generator: torch.Generator
+    device: torch.device
+    params: list[nn.Parameter]
+    frozen: dict[str, nn.Parameter] = dataclasses.field(default_factory=dict)
+    clip_norm: float = 0.0
+    epoch: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    label: str = ""
+    fix: str = "lower the learning rate"
+
+    @classmethod
+    def prepare(
+        cls,
+        model: nn.Module,
+        cfg: Any,
+        *,
+        total_steps: int,
+        objective: Objective,
+        loss_fn: LossFn,
+        generator: torch.Generator,
+        device: str | torch.device | None = None,
+        params: list[nn.Parameter] | None = None,
+        frozen: dict[str, nn.Parameter] | None = None,
+        clip_norm: float = 0.0,
+        start_epoch: int = 0,
+        label: str = "",
+        fix: str = "lower the learning rate",
+    ) -> "TrainingLoop":
+        """The loop of a fresh run, ``start_epoch`` epochs done and an empty history.
+
+        ``cfg`` has the optimisation fields of :class:`TrainConfig` (``optimizer``, ``lr``,
+        ``momentum``, ``nesterov``, ``weight_decay``, ``schedule``, ``warmup_fraction``);
+        the schedule spans ``total_steps`` optimizer steps. ``params`` (default: every
+        parameter with ``requires_grad``) are what the optimizer steps and ``clip_norm``
+        clips; ``frozen`` (name → parameter, none of them in ``params``) are not trained:
+        ``requires_grad`` is off while an epoch runs, their gradients are discarded after
+        the objective, and an epoch that moves them raises ``RuntimeError``. ``device``
+        (default: the model's) holds the loss sum and names the CUDA generator a checkpoint
+        keeps. ``label`` prefixes error messages; ``fix`` is what the non-finite loss's
+        message suggests.
+        """
+        params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
+        if not params:
+            raise ValueError(f"{label or 'the model'}: no parameter to train; unfreeze some")
+        optimizer = make_optimizer(params, cfg)
+        scheduler = make_scheduler(optimizer, cfg, total_steps)
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        return cls(model, optimizer, scheduler, objective, loss_fn, generator, device, params,
+                   dict(frozen or {}), float(clip_norm), int(start_epoch), [], label, fix)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the run a checkpoint (:meth:`checkpoint`, read by :func:`read_checkpoint`)
+        holds: weights, optimizer, schedule, batch generator, global generators, objective
+        state, history and epochs done."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        if state.get("objective") is not None and hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(state["objective"])
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+
+    def run_epoch(
+        self,
+        batches: Iterable[Batch],
+        *,
+        expected_steps: int | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> EpochResult:
+        """One epoch: one optimizer step per batch (the class docstring's step 3), the
+        model in train mode; ``on_step()`` after each step. Then the epoch counts as done.
+
+        Raises ``RuntimeError`` when the batches were not ``expected_steps`` (the schedule is
+        per step) or a frozen parameter moved, and ``FloatingPointError`` when the summed
+        loss is not finite; the epoch then does not count and nothing is saved.
+        """
+        started = time.perf_counter()
+        epoch = self.epoch + 1
+        frozen = list(self.frozen.items())
+        start = [p.detach().clone() for _, p in frozen]
+        flags = [p.requires_grad for _, p in frozen]
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        weight = steps = 0
+        last_lr = math.nan
+        try:
+            for _, p in frozen:
+                p.requires_grad_(False)
+            for x, y, w in batches:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self.objective(self.model, x, y, self.loss_fn)
+                for _, p in frozen:  # no gradient reaches them
+                    p.grad = None
+                if self.clip_norm > 0:
+                    nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+                last_lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                loss_sum += loss.detach().double() * w
+                weight += w
+                steps += 1
+                if on_step is not None:
+                    on_step()
+        finally:
+            for (_, p), flag in zip(frozen, flags):
+                p.requires_grad_(flag)
+        prefix = f"{self.label}: " if self.label else ""
+        if expected_steps is not None and steps != expected_steps:
+            raise RuntimeError(f"{prefix}epoch {epoch} had {steps} batches, the first had {expected_steps}; "
+                               "the batches must be as many every epoch (the schedule is per step)")
+        if steps == 0:
+            raise ValueError(f"{prefix}epoch {epoch} had no batch; check the training data size")
+        if not bool(torch.isfinite(loss_sum)):
+            mean = float(loss_sum) / max(weight, 1)
+            raise FloatingPointError(f"{prefix}the training loss of epoch {epoch} is {mean}; {self.fix} "
+                                     "(the last good checkpoint is kept)")
+        moved = [name for (name, p), p0 in zip(frozen, start) if not torch.equal(p, p0)]
+        if moved:
+            raise RuntimeError(
+                f"frozen parameters {moved[:5]} changed during epoch {epoch}: the objective "
+                f"{getattr(self.objective, 'name', self.objective)!r} writes to parameters with "
+                "requires_grad=False; make it skip them"
+            )
+        self.epoch = epoch
+        return EpochResult(epoch, loss_sum, weight, steps, last_lr, started)
+
+    def checkpoint(self, identity: dict[str, Any], *, finished: bool) -> dict[str, Any]:
+        """The checkpoint of the run as it is: ``format`` (:data:`CHECKPOINT_FORMAT`), the
+        caller's ``identity`` (``config_hash`` and what else names the run), ``epoch``
+        (done), ``finished``, ``history``, ``model``, ``optimizer`` and ``scheduler`` state
+        dicts, ``generator`` (the batch generator's state), ``rng_cpu`` and ``rng_cuda``
+        (torch's global generators; ``None`` off CUDA), ``objective`` (its
+        ``state_dict()`` or ``None``), ``torch_version`` and ``device``. Tensors, dicts,
+        lists, strings and numbers only: it loads with ``weights_only=True``."""
+        cuda = self.device.type == "cuda"
+        return {
+            "format": CHECKPOINT_FORMAT,
+            **identity,
+            "epoch": self.epoch,
+            "finished": finished,
+            "history": [dict(row) for row in self.history],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "objective": self.objective.state_dict() if hasattr(self.objective, "state_dict") else None,
+            "torch_version": str(torch.__version__),
+            "device": str(self.device),
+        }
+
+    def save(self, path: str | os.PathLike[str], identity: dict[str, Any], *, finished: bool) -> None:
+        """Write :meth:`checkpoint` to ``path`` atomically (a failed write keeps the old file)."""
+        atomic_save(self.checkpoint(identity, finished=finished), Path(path))
+
+    def run(
+        self,
+        epochs: int,
+        batches: Callable[[torch.Generator], Iterable[Batch]],
+        *,
+        record: Callable[[EpochResult], dict[str, Any]],
+        checkpoint: str | os.PathLike[str] | None = None,
+        identity: dict[str, Any] | None = None,
+        checkpoint_every: int = 1,
+        expected_steps: int | None = None,
+        on_step: Callable[[], None] | None = None,
+        after_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Train from the epochs done up to ``epochs``. Each epoch: :meth:`run_epoch` over
+        ``batches(self.generator)``; ``row = record(result)`` (evaluate, build the row),
+        appended to :attr:`history`; ``after_epoch(row)``; with ``checkpoint`` (a path),
+        :meth:`save` with ``identity`` after the last epoch (``finished``) and after every
+        ``checkpoint_every``-th (0: the last only)."""
+        while self.epoch < epochs:
+            result = self.run_epoch(batches(self.generator), expected_steps=expected_steps, on_step=on_step)
+            row = record(result)
+            self.history.append(row)
+            if after_epoch is not None:
+                after_epoch(row)
+            finished = self.epoch >= epochs
+            if checkpoint is not None and (finished or (checkpoint_every and self.epoch % checkpoint_every == 0)):
+                self.save(checkpoint, identity or {}, finished=finished)
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str] | None,
+    key: str,
+    *,
+    map_location: str | torch.device = "cpu",
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """The checkpoint of run ``key`` at ``path`` (:meth:`TrainingLoop.checkpoint`), or
+    ``None`` when there is none (or ``path`` is ``None``).
+
+    Read by :func:`load_checkpoint` (an unreadable file or another format raises
+    ``RuntimeError`` naming the fix); ``upgrade(state)``, when given, turns an older layout
+    of the caller's into this one; a checkpoint of another ``config_hash`` raises
+    ``RuntimeError``. Whether it is ``finished`` is the caller's to act on: load the weights
+    and stop, or :meth:`TrainingLoop.restore` and go on.
+    """
+    if path is None or not Path(path).exists():
+        return None
+    state = load_checkpoint(path, map_location=map_location)
+    if upgrade is not None:
+        state = upgrade(state)
+    if state.get("config_hash") != key:
+        raise RuntimeError(f"checkpoint {path} holds config {state.get('config_hash')}, not {key}; delete it")
+    return state
+
+
+def _image_batches(data: ImageData, cfg: TrainConfig, generator: torch.Generator,
+                   memory_format: torch.memory_format) -> Iterator[Batch]:
+    """One epoch of :func:`train`'s batches: a permutation drawn from ``generator`` sliced
+    into ``cfg.batch_size`` images, augmented on the device, normalised, cut out."""
+    n_train = len(data.train_y)
+    order = torch.randperm(n_train, generator=generator, device=generator.device)
+    for start in range(0, n_train, cfg.batch_size):
+        index = order[start:start + cfg.batch_size]
+        xb = data.train_x[index]
+        yb = data.train_y[index]
+        if cfg.augment:
+            xb = augment_batch(xb, cfg.crop_padding, cfg.hflip, generator)
+        xb = data.normalize(xb)
+        if cfg.cutout:  # > 0 only with augment (TrainConfig checks)
+            xb = cutout_batch(xb, cfg.cutout, generator)
+        yield xb.contiguous(memory_format=memory_format), yb, len(index)
+
+
+# =========================================================================== train: images
 def train(
     model: nn.Module | None,
     data: ImageData,
@@ -943,6 +1272,13 @@ def train(
     live next to the checkpoints); with ``cfg.init_from`` a given model's weights
     are replaced by the snapshot's. ``cfg.frozen`` parameters are not trained (see
     the module docstring); the model's ``requires_grad`` flags are restored on return.
+
+    The epochs run through :class:`TrainingLoop` (batches of :func:`augment_batch` /
+    :func:`cutout_batch` images weighted by their size, the history's ``train_loss`` the
+    mean per example, ``lr`` that of the epoch's last step, ``test_accuracy`` from
+    :func:`evaluate_accuracy` after every epoch); its checkpoint's identity adds the
+    config, the data's provenance and its normalisation. The caller's global
+    random-number state is left as it was.
 
     Everything is validated before any compute; a non-finite epoch loss raises
     ``FloatingPointError`` (lower ``lr``) without overwriting the last checkpoint.
@@ -987,65 +1323,39 @@ def train(
             )
     if cfg.train_subset is not None or cfg.test_subset is not None:
         data = data.subset(cfg.train_subset, cfg.test_subset, seed=cfg.subset_seed)
-    n_train = len(data.train_y)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
     first_epoch = cfg.start_epoch
     total_steps = (cfg.epochs - first_epoch) * steps_per_epoch
     _check_schedule(cfg, total_steps)
 
     device = torch.device(device) if device is not None else _default_device()
     cuda = device.type == "cuda"
-    channels_last = cuda and cfg.channels_last
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
     if init_state is not None:
         model.load_state_dict(init_state["model"])
     model.to(device=device, memory_format=memory_format)
-    # frozen parameters are not given to the optimizer: nothing (weight decay, momentum, Adam state) moves them
-    optimizer = make_optimizer([p for n, p in model.named_parameters() if n not in frozen_names], cfg)
-    scheduler = make_scheduler(optimizer, cfg, total_steps)
-    loss_fn = BatchLoss(
-        nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        device.type,
-        torch.bfloat16 if (cuda and cfg.amp) else None,
-    )
     path = folder / f"{key}.pt" if folder is not None else None
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
 
     with torch.random.fork_rng(devices=rng_devices):  # the caller's global RNG is left untouched
-        torch.manual_seed(cfg.seed)
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        history: list[EpochStats] = []
-        start_epoch = first_epoch
-        if path is not None and path.exists():
-            state = load_checkpoint(path, map_location=device)
-            if state.get("config_hash") != key:
-                raise RuntimeError(f"checkpoint {path} holds config {state.get('config_hash')}, not {key}; delete it")
+        state = read_checkpoint(path, key, map_location=device)
+        if state is not None:
             _check_normalization(state, data, path)
-            model.load_state_dict(state["model"])
-            history = [EpochStats(**record) for record in state["history"]]
-            start_epoch = int(state["epoch"])
             if state["finished"]:
-                snapshots = _snapshots_written(folder, key, cfg.keep_epochs)
-                missing = sorted(set(cfg.keep_epochs) - set(snapshots))
-                if missing:
-                    raise FileNotFoundError(
-                        f"the snapshots of epochs {missing} of finished run {key} are missing from {folder}; "
-                        f"delete {path} to train again (that rewrites every snapshot)"
-                    )
-                model.eval()
-                return TrainResult(
-                    model, cfg, history, history[-1].test_accuracy, key, path,
-                    epochs_trained=0, resumed_from_epoch=start_epoch, from_cache=True, snapshots=snapshots,
-                )
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"].cpu())
-            torch.set_rng_state(state["rng_cpu"].cpu())
-            if cuda and state.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
-            if state.get("objective") is not None and hasattr(objective, "load_state_dict"):
-                objective.load_state_dict(state["objective"])
-
+                return _cached_result(model, cfg, key, path, state, folder)
+        named = dict(model.named_parameters())
+        loop = TrainingLoop.prepare(
+            model, cfg, total_steps=total_steps, objective=objective,
+            loss_fn=BatchLoss(nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), device.type,
+                              torch.bfloat16 if (cuda and cfg.amp) else None),
+            generator=seeded_generator(cfg.seed, device), device=device,
+            # frozen parameters are not given to the optimizer: nothing (weight decay, momentum, Adam state) moves them
+            params=[p for n, p in named.items() if n not in frozen_names],
+            frozen={n: named[n] for n in frozen_names}, start_epoch=first_epoch, fix="lower TrainConfig(lr=...)",
+        )
+        if state is not None:
+            loop.restore(state)
+        start_epoch = loop.epoch
         data = data.to(device)
         # what every checkpoint and snapshot records about the run and the data it was trained on
         identity = {
@@ -1055,14 +1365,17 @@ def train(
             "normalization": _normalization(data),
         }
 
-        def keep_snapshot(epoch: int, accuracy: float) -> None:
+        def accuracy() -> float:
+            return evaluate_accuracy(model, data.test_x, data.test_y, data.normalize, cfg.eval_batch_size)
+
+        def keep_snapshot(epoch: int, test_accuracy: float) -> None:
             atomic_save(
                 {
                     "format": CHECKPOINT_FORMAT,
                     "kind": "snapshot",
                     **identity,
                     "epoch": epoch,
-                    "test_accuracy": accuracy,
+                    "test_accuracy": test_accuracy,
                     "model": model.state_dict(),
                     "torch_version": str(torch.__version__),
                     "device": str(device),
@@ -1070,102 +1383,55 @@ def train(
                 _snapshot_file(folder, key, epoch),
             )
 
+        def record(result: EpochResult) -> dict[str, Any]:
+            test_accuracy = accuracy()
+            return dataclasses.asdict(EpochStats(
+                epoch=result.epoch, train_loss=(result.loss_sum / result.weight).item(), test_accuracy=test_accuracy,
+                seconds=time.perf_counter() - result.started, lr=float(result.last_lr),
+            ))
+
         from tqdm import tqdm  # plain text bars: readable in papermill logs and notebooks
 
-        bar = tqdm(
-            total=total_steps,
-            initial=(start_epoch - first_epoch) * steps_per_epoch,
-            disable=not progress,
-            desc=f"train {cfg.model}",
-            unit="step",
-        )
-        frozen_params = [p for n, p in model.named_parameters() if n in frozen_names]
-        frozen_start = [p.detach().clone() for p in frozen_params]
-        grad_flags = [p.requires_grad for p in frozen_params]
+        bar = tqdm(total=total_steps, initial=(start_epoch - first_epoch) * steps_per_epoch,
+                   disable=not progress, desc=f"train {cfg.model}", unit="step")
+
+        def after_epoch(row: dict[str, Any]) -> None:
+            bar.set_postfix(epoch=row["epoch"], loss=f"{row['train_loss']:.4f}", acc=f"{row['test_accuracy']:.4f}")
+            if row["epoch"] in cfg.keep_epochs:
+                keep_snapshot(row["epoch"], row["test_accuracy"])
+
         try:
-            for p in frozen_params:
-                p.requires_grad_(False)
             if start_epoch == first_epoch and first_epoch in cfg.keep_epochs:
-                keep_snapshot(first_epoch, evaluate_accuracy(
-                    model, data.test_x, data.test_y, data.normalize, cfg.eval_batch_size))
-            for epoch in range(start_epoch, cfg.epochs):
-                started = time.perf_counter()
-                model.train()
-                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-                order = torch.randperm(n_train, generator=generator, device=device)
-                for start in range(0, n_train, cfg.batch_size):
-                    index = order[start:start + cfg.batch_size]
-                    xb = data.train_x[index]
-                    yb = data.train_y[index]
-                    if cfg.augment:
-                        xb = augment_batch(xb, cfg.crop_padding, cfg.hflip, generator)
-                    xb = data.normalize(xb)
-                    if cfg.cutout:  # > 0 only with augment (TrainConfig checks)
-                        xb = cutout_batch(xb, cfg.cutout, generator)
-                    xb = xb.contiguous(memory_format=memory_format)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = objective(model, xb, yb, loss_fn)
-                    for p in frozen_params:  # selective backpropagation: no gradient reaches them
-                        p.grad = None
-                    step_lr = optimizer.param_groups[0]["lr"]
-                    optimizer.step()
-                    scheduler.step()
-                    loss_sum += loss.detach().double() * len(index)
-                    bar.update(1)
-                train_loss = (loss_sum / n_train).item()
-                if not math.isfinite(train_loss):
-                    raise FloatingPointError(
-                        f"the training loss of epoch {epoch + 1} is {train_loss}; lower TrainConfig(lr=...) "
-                        "(the last good checkpoint is kept)"
-                    )
-                moved = [n for n, p, p0 in zip(frozen_names, frozen_params, frozen_start) if not torch.equal(p, p0)]
-                if moved:
-                    raise RuntimeError(
-                        f"frozen parameters {moved[:5]} changed during epoch {epoch + 1}: the objective "
-                        f"{cfg.objective!r} writes to parameters with requires_grad=False; make it skip them"
-                    )
-                accuracy = evaluate_accuracy(model, data.test_x, data.test_y, data.normalize, cfg.eval_batch_size)
-                history.append(
-                    EpochStats(
-                        epoch=epoch + 1,
-                        train_loss=train_loss,
-                        test_accuracy=accuracy,
-                        seconds=time.perf_counter() - started,
-                        lr=float(step_lr),
-                    )
-                )
-                bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.4f}", acc=f"{accuracy:.4f}")
-                finished = epoch + 1 == cfg.epochs
-                if epoch + 1 in cfg.keep_epochs:
-                    keep_snapshot(epoch + 1, accuracy)
-                if path is not None and (finished or (epoch + 1) % cfg.checkpoint_every == 0):
-                    atomic_save(
-                        {
-                            "format": CHECKPOINT_FORMAT,
-                            **identity,
-                            "epoch": epoch + 1,
-                            "finished": finished,
-                            "history": [dataclasses.asdict(record) for record in history],
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "generator": generator.get_state(),
-                            "rng_cpu": torch.get_rng_state(),
-                            "rng_cuda": torch.cuda.get_rng_state(device) if cuda else None,
-                            "objective": objective.state_dict() if hasattr(objective, "state_dict") else None,
-                            "torch_version": str(torch.__version__),
-                            "device": str(device),
-                        },
-                        path,
-                    )
+                keep_snapshot(first_epoch, accuracy())
+            loop.run(cfg.epochs, lambda generator: _image_batches(data, cfg, generator, memory_format),
+                     record=record, checkpoint=path, identity=identity, checkpoint_every=cfg.checkpoint_every,
+                     on_step=lambda: bar.update(1), after_epoch=after_epoch)
         finally:
             bar.close()
-            for p, flag in zip(frozen_params, grad_flags):
-                p.requires_grad_(flag)
 
     model.eval()
+    history = [EpochStats(**row) for row in loop.history]
     return TrainResult(
         model, cfg, history, history[-1].test_accuracy, key, path,
         epochs_trained=cfg.epochs - start_epoch, resumed_from_epoch=start_epoch, from_cache=False,
         snapshots=_snapshots_written(folder, key, cfg.keep_epochs),
+    )
+
+
+def _cached_result(model: nn.Module, cfg: TrainConfig, key: str, path: Path, state: dict[str, Any],
+                   folder: Path) -> TrainResult:
+    """:func:`train`'s result from a finished checkpoint (its snapshots must all be there)."""
+    model.load_state_dict(state["model"])
+    snapshots = _snapshots_written(folder, key, cfg.keep_epochs)
+    missing = sorted(set(cfg.keep_epochs) - set(snapshots))
+    if missing:
+        raise FileNotFoundError(
+            f"the snapshots of epochs {missing} of finished run {key} are missing from {folder}; "
+            f"delete {path} to train again (that rewrites every snapshot)"
+        )
+    model.eval()
+    history = [EpochStats(**row) for row in state["history"]]
+    return TrainResult(
+        model, cfg, history, history[-1].test_accuracy, key, path,
+        epochs_trained=0, resumed_from_epoch=int(state["epoch"]), from_cache=True, snapshots=snapshots,
     )

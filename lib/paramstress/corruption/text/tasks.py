@@ -7,9 +7,10 @@ model on PTB (log perplexity), a neural transition-based dependency parser on PT
 what differs between them — the model, the data, the training loss, the data ``D``
 of Algorithm 2's gradient and the metric — so that the rest is shared:
 
-* :func:`train_task` — one training loop for every text task, with the shared
-  objectives of :mod:`paramstress.training` (cross-entropy, the corruption-resistant
-  Eqs. 13/16, AWP, SAM, ...), checkpoints cached by a hash of the config and the task;
+* :func:`train_task` — the engine's training loop (:class:`paramstress.training.TrainingLoop`,
+  the one :func:`paramstress.training.train` runs) with the task's model, batches, loss and
+  evaluation, and the shared objectives (cross-entropy, the corruption-resistant Eqs. 13/16,
+  AWP, SAM, ...); its checkpoints are the engine's, cached by a hash of the config and the task;
 * :func:`task_gradient` — Algorithm 2, step 1 (``g = ∂L(w; D)/∂w``, computed once);
 * :func:`task_corruption_sweep` — Table 1 / Fig. 3 through the shared sweep engine
   (:func:`paramstress.corruption.sweeps.corruption_sweep` with the task's evaluator), one tidy row
@@ -47,9 +48,16 @@ from torch import nn
 
 from paramstress.corruption import operators as C
 from paramstress.corruption import objectives as _objectives  # noqa: F401  (registers the Table 2 objectives)
-from paramstress.engine.storage import atomic_save
 from paramstress.corruption.sweeps import CORRUPTION_METHODS, corruption_sweep
-from paramstress.engine.training import make_optimizer, make_scheduler, default_checkpoint_dir, make_objective, objective_names
+from paramstress.engine.training import (
+    EpochResult,
+    TrainingLoop,
+    default_checkpoint_dir,
+    make_objective,
+    objective_names,
+    read_checkpoint,
+    seeded_generator,
+)
 
 __all__ = [
     "Task",
@@ -272,6 +280,9 @@ class TaskTrainResult:
         return pd.DataFrame(self.history)
 
 
+#: The format number in :func:`task_config_hash` (the key of every cached task model: it stays
+#: 1). The files themselves are the engine's checkpoints, checked against
+#: :data:`paramstress.training.CHECKPOINT_FORMAT`.
 TASK_CHECKPOINT_FORMAT = 1
 
 
@@ -283,23 +294,29 @@ def task_config_hash(cfg: TaskTrainConfig, task: Task) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _evaluated(task: Task, model: nn.Module) -> dict[str, float]:
     scores = task.evaluate(model)
     return {f"eval_{k}" if k == "loss" else k: float(v) for k, v in scores.items()}
+
+
+def _shared_layout(state: dict[str, Any], key: str, cfg: TaskTrainConfig, device: torch.device) -> dict[str, Any]:
+    """``state`` in the engine's layout (:meth:`paramstress.training.TrainingLoop.checkpoint`).
+
+    A task checkpoint of the same format number whose random-number states sit under one
+    ``"rng"`` key (``{"torch", "generator", "cuda": every CUDA device's}``), with no
+    ``config_hash`` or ``finished``, holds the same data under other names: it is renamed
+    (``finished``: ``epoch >= cfg.epochs``; the CUDA state of ``device`` only). A checkpoint
+    in the engine's layout is returned as it is."""
+    if "rng" not in state or "rng_cpu" in state:
+        return state
+    rng = state["rng"]
+    cuda = None
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        cuda = rng["cuda"][device.index if device.index is not None else torch.cuda.current_device()]
+    return {"format": state["format"], "config_hash": key, "config": state["config"], "identity": state["identity"],
+            "epoch": state["epoch"], "finished": state["epoch"] >= cfg.epochs, "history": state["history"],
+            "model": state["model"], "optimizer": state["optimizer"], "scheduler": state["scheduler"],
+            "generator": rng["generator"], "rng_cpu": rng["torch"], "rng_cuda": cuda, "objective": None}
 
 
 def train_task(
@@ -311,20 +328,26 @@ def train_task(
 ) -> TaskTrainResult:
     """Train ``task``'s model as ``cfg`` says, or load the cached result.
 
-    The loop: ``task.build_model(cfg.seed)``; each epoch, the batches of
-    ``task.train_batches`` in an order drawn from a generator seeded with ``cfg.seed``;
-    per step the objective (``cfg.objective``) computes the loss through ``task.loss``
-    and leaves the gradients, the global gradient norm is clipped to ``cfg.clip_norm``,
-    the optimizer and the per-step schedule step. After ``cfg.eval_every`` epochs and
-    after the last, ``task.evaluate`` gives the metric. A non-finite training loss
-    raises ``FloatingPointError`` (lower ``lr`` or clip) without overwriting the last
-    checkpoint.
+    The loop is the engine's (:class:`paramstress.training.TrainingLoop`), with the
+    task's parts: ``task.build_model(cfg.seed)``; torch's global generators seeded with
+    ``cfg.seed`` and each epoch's batches from ``task.train_batches`` drawn with a CPU
+    generator seeded with ``cfg.seed``; per step the objective (``cfg.objective``)
+    computes the loss through ``task.loss`` and leaves the gradients, the global gradient
+    norm of the trainable parameters is clipped to ``cfg.clip_norm``, the optimizer and
+    the per-step schedule step. The history's ``train_loss`` is the mean over the epoch's
+    steps, ``lr`` the schedule's rate after its last step; after ``cfg.eval_every`` epochs
+    and after the last, ``task.evaluate`` adds the metric and ``eval_loss``. A non-finite
+    training loss raises ``FloatingPointError`` (lower ``lr`` or clip) without overwriting
+    the last checkpoint. The caller's global generators are not restored afterwards (as
+    :func:`paramstress.training.train` does): they are left where training left them.
 
     With ``checkpoint_dir`` (default :func:`paramstress.training.default_checkpoint_dir`;
     ``False``-y paths are not allowed, pass a folder), ``task-<hash>.pt`` is loaded when
     finished, resumed when partial (model, optimizer, schedule and random-number
     generators restored, so a resumed run ends with the same weights on the CPU), and
-    written atomically after every ``cfg.checkpoint_every`` epochs and at the end.
+    written atomically after every ``cfg.checkpoint_every`` epochs and at the end. Its
+    contents are the engine's checkpoint (:meth:`paramstress.training.TrainingLoop.checkpoint`)
+    whose identity is ``config_hash``, ``config`` and ``task.identity()`` as ``identity``.
     """
     if not isinstance(task, Task):
         raise TypeError(f"train_task needs a paramstress.tasks.Task, got {type(task).__name__}")
@@ -332,70 +355,43 @@ def train_task(
     key = task_config_hash(cfg, task)
     path = folder / f"task-{key}.pt"
     model = task.build_model(cfg.seed)
-    state = torch.load(path, map_location=task.device, weights_only=True) if path.exists() else None
-    if state is not None and state.get("format") != TASK_CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {state.get('format')}; delete it to retrain")
-    if state is not None and state["epoch"] >= cfg.epochs:
+    device = torch.device(task.device)
+    state = read_checkpoint(path, key, map_location=task.device,
+                            upgrade=lambda old: _shared_layout(old, key, cfg, device))
+    if state is not None and state["finished"]:
         model.load_state_dict(state["model"])
         model.eval()
         return TaskTrainResult(model, state["history"], cfg, key, path, loaded=True)
 
-    generator = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    generator = seeded_generator(cfg.seed, "cpu")
     steps_per_epoch = sum(1 for _ in task.train_batches(torch.Generator().manual_seed(cfg.seed)))
     if steps_per_epoch == 0:
         raise ValueError(f"{task.label}: train_batches yielded no batch; check the training data size")
-    trainable = [prm for prm in model.parameters() if prm.requires_grad]
-    optimizer = make_optimizer(trainable, cfg)
-    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
-    objective = make_objective(cfg.objective, cfg.objective_params)
-    history: list[dict[str, float]] = []
-    start = 0
+    loop = TrainingLoop.prepare(model, cfg, total_steps=cfg.epochs * steps_per_epoch,
+                                objective=make_objective(cfg.objective, cfg.objective_params), loss_fn=task.loss,
+                                generator=generator, device=device, clip_norm=cfg.clip_norm, label=task.label,
+                                fix="lower lr or set clip_norm")
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator)
-        history, start = state["history"], state["epoch"]
+        loop.restore(state)
 
-    def save(epoch: int) -> None:
-        atomic_save({"format": TASK_CHECKPOINT_FORMAT, "config": cfg.to_dict(), "identity": task.identity(),
-                     "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": _rng_state(generator), "history": history},
-                    path)
-
-    for epoch in range(start + 1, cfg.epochs + 1):
-        began = time.perf_counter()
-        model.train()
-        total, steps = torch.zeros((), dtype=torch.float64, device=task.device), 0
-        for x, y in task.train_batches(generator):
-            optimizer.zero_grad(set_to_none=True)
-            loss = objective(model, x, y, task.loss)
-            if cfg.clip_norm > 0:
-                nn.utils.clip_grad_norm_(trainable, cfg.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach().to(torch.float64)
-            steps += 1
-        if steps != steps_per_epoch:
-            raise RuntimeError(f"{task.label}: epoch {epoch} had {steps} batches, the first had "
-                               f"{steps_per_epoch}; train_batches must yield the same number every epoch")
-        train_loss = float(total) / steps
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"{task.label}: the training loss of epoch {epoch} is {train_loss}; "
-                                     "lower lr or set clip_norm")
-        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
-        if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
+    def record(result: EpochResult) -> dict[str, float]:
+        row: dict[str, float] = {"epoch": result.epoch, "train_loss": float(result.loss_sum) / result.steps,
+                                 "lr": loop.scheduler.get_last_lr()[0]}
+        if result.epoch == cfg.epochs or (cfg.eval_every and result.epoch % cfg.eval_every == 0):
             row.update(_evaluated(task, model))
-        row["seconds"] = time.perf_counter() - began
-        history.append(row)
+        row["seconds"] = time.perf_counter() - result.started
+        return row
+
+    def report(row: dict[str, float]) -> None:
         if progress:
-            print(f"{task.label} epoch {epoch}/{cfg.epochs}: " +
+            print(f"{task.label} epoch {row['epoch']}/{cfg.epochs}: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-        if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-            save(epoch)
+
+    loop.run(cfg.epochs, lambda g: ((x, y, 1) for x, y in task.train_batches(g)), record=record,
+             checkpoint=path, identity={"config_hash": key, "config": cfg.to_dict(), "identity": task.identity()},
+             checkpoint_every=cfg.checkpoint_every, expected_steps=steps_per_epoch, after_epoch=report)
     model.eval()
-    return TaskTrainResult(model, history, cfg, key, path, loaded=False)
+    return TaskTrainResult(model, loop.history, cfg, key, path, loaded=False)
 
 
 # --------------------------------------------------------------------------- corruption
