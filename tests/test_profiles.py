@@ -68,7 +68,7 @@ def test_git_commit_ignores_run_outputs_but_not_code():
         assert "uncommitted" not in provenance.git_commit()
     finally:
         csv.write_bytes(original)
-    source = root / "lib" / "__init__.py"
+    source = root / "lib" / "paramstress" / "__init__.py"
     original = source.read_bytes()
     try:
         source.write_bytes(original + b"\n")
