@@ -4,7 +4,9 @@
 
 Serves the folder on 127.0.0.1, loads every page of the table of contents in
 Chromium, and checks: the page renders its title, every <img> it shows resolves to a
-non-empty image that the browser decoded (naturalWidth > 0), the quickstart figure is
+non-empty image that the browser decoded (naturalWidth > 0), no equation is left as raw
+TeX (``\\(``, ``\\[`` or ``$$`` in the text outside code: MathJax is served from the book's
+own ``_static/mathjax``, so this holds offline), the quickstart figure is
 there, and the introduction shows the glued accuracy as a number. Screenshots are
 written to ``<html>/../screenshots/`` for a person to look at. Exit status 1 on any
 failure, 2 when Chromium is missing (install Debian's ``chromium``).
@@ -101,7 +103,12 @@ def main(html: str) -> int:
                 images = [] if m is None else re.findall(r'"([^"]*)"', m.group(1))
                 broken = [i for i in images if i.endswith(" 0")]
                 text = re.sub(r"<[^>]+>", " ", dom)
-                seen[page] = {"images": len(images), "broken": broken}
+                prose = re.sub(r"<(pre|code|script|style|textarea)\b.*?</\1>", " ", dom, flags=re.S | re.I)
+                raw_math = re.findall(r"\\\(|\\\[|\$\$", re.sub(r"<[^>]+>", " ", prose))
+                seen[page] = {"images": len(images), "broken": broken, "math": dom.count("<mjx-container")}
+                if raw_math:
+                    failures.append(f"{page}: {len(raw_math)} equation(s) not rendered (raw {sorted(set(raw_math))} "
+                                    "in the text): is MathJax served from _static/mathjax?")
                 if broken:
                     failures.append(f"{page}: images not decoded: {broken}")
                 if "Traceback" in text:
@@ -123,7 +130,7 @@ def main(html: str) -> int:
     if len(shown) != 1:
         failures.append(f"the introduction's glued accuracy and the notebook's differ: {shown}")
     for page, info in seen.items():
-        print(f"{page}: {info['images']} images decoded, broken {info['broken']}"
+        print(f"{page}: {info['images']} images decoded, broken {info['broken']}, {info['math']} equations rendered"
               + (f", number shown: {info['number']}" if "number" in info else ""))
     print(f"screenshots: {shots}")
     for f in failures:
