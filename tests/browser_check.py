@@ -5,7 +5,8 @@
 Serves the folder on 127.0.0.1, loads every page of the table of contents in
 Chromium, and checks: the page renders its title, every <img> it shows resolves to a
 non-empty image that the browser decoded (naturalWidth > 0), no equation is left as raw
-TeX (``\\(``, ``\\[`` or ``$$`` in the text outside code: MathJax is served from the book's
+TeX (``\\(``, ``\\[`` or a ``$`` in the text outside code, which also catches display math
+that MyST did not parse: MathJax is served from the book's
 own ``_static/mathjax``, so this holds offline), the quickstart figure is
 there, and the introduction shows the glued accuracy as a number. Screenshots are
 written to ``<html>/../screenshots/`` for a person to look at. Exit status 1 on any
@@ -104,7 +105,8 @@ def main(html: str) -> int:
                 broken = [i for i in images if i.endswith(" 0")]
                 text = re.sub(r"<[^>]+>", " ", dom)
                 prose = re.sub(r"<(pre|code|script|style|textarea)\b.*?</\1>", " ", dom, flags=re.S | re.I)
-                raw_math = re.findall(r"\\\(|\\\[|\$\$", re.sub(r"<[^>]+>", " ", prose))
+                # a $ before an environment variable's name ($PARAMSTRESS_GIT_COMMIT) is text, not TeX
+                raw_math = re.findall(r"\\\(|\\\[|\$(?![A-Z][A-Z0-9_]+)", re.sub(r"<[^>]+>", " ", prose))
                 seen[page] = {"images": len(images), "broken": broken, "math": dom.count("<mjx-container")}
                 if raw_math:
                     failures.append(f"{page}: {len(raw_math)} equation(s) not rendered (raw {sorted(set(raw_math))} "
