@@ -1,12 +1,8 @@
-"""paramstress.workers (jobs on Ray) and paramstress.landscape.study (the filtering study of
-Pravin et al. 2023 per architecture × data set) run on a local Ray instance: same results as
-the serial loop, errors named, bad input refused before any process starts.
-
-The module's Ray runs share one local instance with 2 CPUs (``W.ray_session``, started once:
-its workers import torch once); tests/test_ray_executor.py starts and stops its own."""
+"""paramstress.workers (jobs in worker processes) and paramstress.landscape.study (the
+filtering study of Pravin et al. 2023 per architecture × data set) run in workers: same
+results as the serial loop, errors named, bad input refused before any process starts."""
 import dataclasses
 import os
-import threading
 
 import pandas as pd
 import pytest
@@ -19,14 +15,7 @@ from paramstress import training
 from paramstress import workers as W
 from paramstress.data import ImageData
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread", "shared_ray")
-
-
-@pytest.fixture(scope="module")
-def shared_ray():
-    with W.ray_session(workers=2) as ray:
-        yield ray
-    assert not ray.is_initialized()
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def draw(seed, n):
@@ -67,8 +56,10 @@ def test_bad_input_is_refused_before_any_process_starts():
         W.run_jobs(draw, [dict(seed=0, n=1)] * 2, workers=2, threads=0)
     with pytest.raises(ValueError, match="one label per job"):
         W.run_jobs(draw, [dict(seed=0, n=1)] * 2, workers=2, labels=["a"])
+    with pytest.raises(TypeError, match="module level"):
+        W.run_jobs(lambda seed: seed, [dict(seed=0), dict(seed=1)], workers=2)
     with pytest.raises(TypeError, match="cannot be sent"):
-        W.run_jobs(draw, [dict(seed=0, n=1), dict(seed=1, n=threading.Lock())], workers=2)
+        W.run_jobs(draw, [dict(seed=0, n=1), dict(seed=1, n=lambda: 1)], workers=2)
 
 
 def toy(name="synthetic-study", seed=0, size=8):
