@@ -87,6 +87,12 @@ def check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
+def _check_confidence(confidence: object) -> None:
+    """``ValueError`` naming the fix unless ``confidence`` (an interval's level) is in (0, 1)."""
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+
+
 #: Relative spread under which paired differences count as all equal (see the module docstring).
 EQUAL_TOLERANCE = 1e-9
 
@@ -155,8 +161,7 @@ def paired_test(
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {list(ALTERNATIVES)}, got {alternative!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    _check_confidence(confidence)
     x, y = _as_values("a", a), _as_values("b", b)
     if len(x) != len(y):
         raise ValueError(f"a and b must be paired: got {len(x)} and {len(y)} values; give one value per {unit} "
@@ -260,8 +265,7 @@ def mcnemar_exact(
     """
     if alternative not in MCNEMAR_ALTERNATIVES:
         raise ValueError(f"alternative must be one of {list(MCNEMAR_ALTERNATIVES)}, got {alternative!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    _check_confidence(confidence)
     a, b = _as_outcomes("a_correct", a_correct), _as_outcomes("b_correct", b_correct)
     if len(a) != len(b):
         raise ValueError(f"a_correct and b_correct must be paired: got {len(a)} and {len(b)} entries; score both "
