@@ -21,7 +21,7 @@ import seaborn as sns
 
 from paramstress.book import labels
 
-__all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves",
+__all__ = ["PALETTE", "colours", "arm_colours", "log_ticks", "fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_epochs", "selective_heatmap", "fig12_curves",
            "virtual_eps_search", "table2_curves", "flatness_scatter",
            "vulnerability_heatmaps", "table1_damage",
            "image_grid", "confusion",
@@ -29,6 +29,58 @@ __all__ = ["fig9_greyed", "fig10_greyed", "agreement_scatter", "agreement_over_e
            "text_fig3", "text_vulnerability_heatmaps", "text_damage"]
 
 _GREY = "#d9d9d9"
+
+#: The one categorical palette of every figure of the book (seaborn's colour-blind-safe
+#: "colorblind", after Okabe and Ito); heatmaps use ColorBrewer's RdBu (diverging) or the
+#: perceptually uniform rocket / mako / viridis maps, which are colour-blind safe too.
+PALETTE = "colorblind"
+
+
+def colours(n: int) -> list[tuple[float, float, float]]:
+    """The first ``n`` colours of :data:`PALETTE` (it repeats after 10)."""
+    return list(sns.color_palette(PALETTE, n))
+
+
+def arm_colours() -> dict[str, tuple[float, float, float]]:
+    """selective backpropagation's arms (``labels.ARMS`` keys) → colours of :data:`PALETTE`:
+    selective blue, the same-restarts control orange, uninterrupted regular training grey."""
+    cb = colours(10)
+    return {"selective": cb[0], "control": cb[1], "regular": cb[7]}
+
+
+def log_ticks(ax: plt.Axes, values: Sequence[float], *, axis: str = "x", fontsize: float = 10.0) -> list[float]:
+    """Readable ticks on a log axis that spans ``values`` (the positive finite values drawn on it):
+    decades first, then the 5s and 2s between them, each kept only where its label does not
+    run into a neighbour's at the axis's present length (labels are plain numbers, ``:g``; no
+    minor labels). A panel within about one decade (where matplotlib shows a single tick) gets
+    its 2s and 5s; fewer than two steps in range falls back to the drawn values. Returns the ticks."""
+    import matplotlib.ticker as mticker
+
+    v = np.array(sorted({float(x) for x in values if np.isfinite(x) and x > 0}))
+    if not len(v):
+        return []
+    lo, hi = v[0] * (1 - 1e-9), v[-1] * (1 + 1e-9)
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    candidates = [m * 10.0 ** e for m in (1, 5, 2) for e in decades if lo <= m * 10.0 ** e <= hi]
+    if len(candidates) < 2:
+        candidates = list(v)
+    box = ax.get_position()
+    fig_w, fig_h = ax.figure.get_size_inches()
+    length_in = box.width * fig_w if axis == "x" else box.height * fig_h
+    span = max(np.log10(v[-1] / v[0]), 1e-9) * 1.1  # matplotlib's margins: about 5 % each side
+    char_in = 0.64 * fontsize / 72  # a digit of DejaVu Sans
+    chosen: list[float] = []
+    for t in candidates:
+        width = (len(f"{t:g}") * char_in if axis == "x" else fontsize / 72) + 0.12
+        gap = span * width / max(length_in, 1e-3)
+        if all(abs(np.log10(t / c)) >= gap for c in chosen):
+            chosen.append(t)
+    chosen.sort()
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(mticker.FixedLocator(chosen))
+    target.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    target.set_minor_formatter(mticker.NullFormatter())
+    return chosen
 
 
 def _check(scores: pd.DataFrame, columns: Sequence[str]) -> None:
@@ -61,7 +113,7 @@ def fig9_greyed(scores: pd.DataFrame, collapsed: pd.Series, *, global_layer: str
     datasets = list(dict.fromkeys(glob["dataset"]))
     if not models:
         raise ValueError(f"no rows of the global scope {global_layer!r}")
-    palette = dict(zip(labels.SCORES, sns.color_palette("colorblind", len(labels.SCORES))))
+    palette = dict(zip(labels.SCORES, colours(len(labels.SCORES))))
     fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.3 * len(datasets), 2.3 * len(models)),
                              sharex=True, sharey=True, squeeze=False)
     for i, m in enumerate(models):
@@ -177,7 +229,7 @@ def agreement_over_epochs(spearman: pd.DataFrame, *, tasks: Sequence[str], seeds
     rows = math.ceil(len(pairs_shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 2.9 * rows), sharey=True, squeeze=False)
     task_labels = [labels.label(t, names) for t in tasks]
-    palette = dict(zip(task_labels, sns.color_palette(n_colors=len(tasks))))
+    palette = dict(zip(task_labels, colours(len(tasks))))
     offsets = {(labels.label(t, names), s): 0.08 * (i - (len(tasks) * len(seeds) - 1) / 2)
                for i, (t, s) in enumerate([(t, s) for t in tasks for s in seeds])}
     for ax, pair in zip(axes.flat, pairs_shown):
@@ -218,25 +270,54 @@ def selective_heatmap(choices: pd.DataFrame, *, layers: Sequence[str], title: st
 
 
 def fig12_curves(fig12: pd.DataFrame, *, chance: Mapping[str, float], title: str, arms: Sequence[str],
-                 names: Mapping[str, str] = labels.DATASETS) -> Any:
+                 names: Mapping[str, str] = labels.DATASETS) -> plt.Figure:
     """Pravin et al.'s Fig. 12: test accuracy against the FGSM ε, one panel per data set (rows)
-    and epoch (columns), one line per arm (mean ± sd over the seeds), chance dotted
-    (``chance``: data set → %). Returns the seaborn ``FacetGrid``."""
-    view = fig12.assign(task=fig12["dataset"].map(lambda t: labels.label(t, names)),
-                        approach=fig12["arm"].map(labels.ARMS))
-    palette = {labels.ARMS[a]: labels.ARM_COLOURS[a] for a in labels.ARMS}
-    grid = sns.relplot(data=view, x="eps", y="accuracy", hue="approach", style="approach", row="task", col="epoch",
-                       kind="line", errorbar="sd", markers=True, dashes=False, palette=palette,
-                       hue_order=[labels.ARMS[a] for a in arms if a in set(fig12["arm"])],
-                       height=3.1, aspect=1.15, facet_kws={"sharex": "row", "sharey": True, "margin_titles": True})
-    by_label = {labels.label(t, names): c for t, c in chance.items()}
-    for (row, _col), ax in grid.axes_dict.items():
-        ax.axhline(by_label[row], color="grey", ls=":", lw=1)
-    grid.set(ylim=(0, 100))
-    grid.set_axis_labels("FGSM ε (normalised units)", "test accuracy (%)")
-    grid.set_titles(row_template="{row_name}", col_template="epoch {col_name}")
-    grid.figure.suptitle(title, y=1.03)
-    return grid
+    and epoch (columns), one line per arm: mean ± sd over the seeds as error bars, the arms
+    shifted sideways a little so that their bars do not hide each other; chance dotted
+    (``chance``: data set → %). Where every arm has the same accuracies (a snapshot taken before
+    the first selection, which all arms share) one black line says so instead of three lines
+    drawn on top of each other."""
+    missing = [c for c in ("dataset", "seed", "arm", "epoch", "eps", "accuracy") if c not in fig12.columns]
+    if missing:
+        raise ValueError(f"the Fig. 12 rows lack columns {missing}: pass selective_backprop.fig12.csv")
+    tasks = list(dict.fromkeys(fig12["dataset"]))
+    epochs = sorted(fig12["epoch"].unique())
+    shown = [a for a in arms if a in set(fig12["arm"])]
+    colour = arm_colours()
+    markers = dict(zip(labels.ARMS, "oXs"))
+    fig, axes = plt.subplots(len(tasks), len(epochs), figsize=(3.3 * len(epochs) + 0.6, 2.7 * len(tasks) + 1.3),
+                             sharey=True, squeeze=False)
+    handles: dict[str, Any] = {}
+    for i, t in enumerate(tasks):
+        for j, e in enumerate(epochs):
+            ax = axes[i, j]
+            part = fig12[(fig12["dataset"] == t) & (fig12["epoch"] == e)]
+            per_arm = {a: part[part["arm"] == a].sort_values(["seed", "eps"])[["seed", "eps", "accuracy"]].to_numpy()
+                       for a in shown}
+            first = next(iter(per_arm.values()))
+            shared = len(shown) > 1 and all(v.shape == first.shape and np.array_equal(v, first)
+                                             for v in per_arm.values())
+            span = float(part["eps"].max() - part["eps"].min()) or 1.0
+            groups = [("shared", part[part["arm"] == shown[0]])] if shared else [(a, part[part["arm"] == a]) for a in shown]
+            for k, (a, rows) in enumerate(groups):
+                agg = rows.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
+                shift = 0.0 if shared else (k - (len(groups) - 1) / 2) * 0.018 * span
+                name = "every arm: one shared model (before the first selection)" if shared else labels.ARMS[a]
+                h = ax.errorbar(agg["eps"] + shift, agg["mean"], yerr=agg["std"].fillna(0.0),
+                                color="black" if shared else colour[a], marker="o" if shared else markers[a],
+                                ms=4.5, lw=1.4, capsize=2.5, elinewidth=1.0, label=name)
+                handles.setdefault(name, h)
+            ax.axhline(chance[t], color="grey", ls=":", lw=1)
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{labels.label(t, names)}, epoch {e}", fontsize=10)
+            ax.set_xlabel("FGSM ε (normalised units)" if i == len(tasks) - 1 else "")
+            ax.set_ylabel("test accuracy (%)" if j == 0 else "")
+    handles.setdefault("chance", plt.Line2D([], [], color="grey", ls=":", lw=1))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(handles) > 4), 1, 1))
+    return fig
 
 
 def virtual_eps_search(search_table: pd.DataFrame, baseline: pd.DataFrame, *, search_eps: Sequence[float],
@@ -253,10 +334,10 @@ def virtual_eps_search(search_table: pd.DataFrame, baseline: pd.DataFrame, *, se
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, (what, base) in zip(axes, [("clean", base_clean), ("mean under corruption (Table 2 grid)", base_corr)]):
         part = curve[curve.what == what]
-        sns.lineplot(data=part, x="virtual_eps", y="value", marker="o", ax=ax, color="C1", label="direct (Eq. 13)")
+        sns.lineplot(data=part, x="virtual_eps", y="value", marker="o", ax=ax, color=colours(2)[1], label="direct (Eq. 13)")
         ax.axhline(base, color="grey", ls="--", lw=1, label="baseline")
         sel = part[part.selected]
-        ax.plot(sel["virtual_eps"], sel["value"], "o", ms=12, mfc="none", mec="C3", label="chosen")
+        ax.plot(sel["virtual_eps"], sel["value"], "o", ms=12, mfc="none", mec=colours(4)[3], label="chosen")
         ax.set(xscale="log", xlabel=f"virtual ε (α = {alpha})", ylabel="validation accuracy (%)", title=what)
         ax.set_xticks(list(search_eps), [f"{e:g}" for e in search_eps])
         ax.minorticks_off()
@@ -276,12 +357,12 @@ def table2_curves(results: pd.DataFrame, paper: pd.DataFrame, *, title: str) -> 
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.0), gridspec_kw={"width_ratios": [3, 2]})
     corr = plot[plot.eps.notna()]
     sns.lineplot(data=corr, x="eps", y="accuracy", hue="trainer", style="trainer", markers=True, dashes=False,
-                 errorbar="sd", ax=axes[0], hue_order=list(TRAINER_LABELS.values()))
+                 errorbar="sd", ax=axes[0], hue_order=list(TRAINER_LABELS.values()), palette=PALETTE)
     axes[0].set(xscale="log", ylim=(0, 100), xlabel="ε (L2, n = k)", ylabel="test accuracy (%)", title=title)
     axes[0].legend(fontsize=8)
     pc = paper[paper.eps.notna()]
-    axes[1].plot(pc["eps"], pc["baseline"], "o-", color="C0", label="Baseline")
-    axes[1].plot(pc["eps"], pc["proposed"], "s-", color="C1", label="Proposed")
+    axes[1].plot(pc["eps"], pc["baseline"], "o-", color=colours(2)[0], label="Baseline")
+    axes[1].plot(pc["eps"], pc["proposed"], "s-", color=colours(2)[1], label="Proposed")
     axes[1].set(xscale="log", ylim=(0, 100), xlabel="ε (L2, n = k)", ylabel="test accuracy (%)",
                 title="The paper: CIFAR-10, ResNet-34")
     axes[1].legend(fontsize=8)
@@ -300,7 +381,7 @@ def flatness_scatter(table: pd.DataFrame, *, eps: float, average_xi: float, wors
     for ax, col, what in [(axes[0], "average_flatness", f"average case (ξ = {average_xi})"),
                           (axes[1], "worst_flatness", f"worst case (ξ = {worst_xi})")]:
         sns.scatterplot(data=table, x=col, y="accuracy", hue="label", style="label", s=70, ax=ax,
-                        hue_order=order, style_order=order)
+                        hue_order=order, style_order=order, palette=PALETTE)
         ax.set(xlabel=f"loss increase, {what}", ylabel=f"test accuracy at ε = {eps:g} (%)")
         ax.legend(fontsize=7)
     fig.suptitle("Flatter models (left in each panel) against accuracy under corruption", y=1.02)
@@ -316,7 +397,7 @@ def _drop_heatmap(ax: plt.Axes, part: pd.DataFrame, columns: Sequence[str], titl
                 cbar_kws={"label": "accuracy drop (points)"} if cbar else None, annot_kws={"size": 8})
     rows = list(table.index)
     if f"{chosen_eps:g}" in rows:
-        ax.add_patch(plt.Rectangle((0, rows.index(f"{chosen_eps:g}")), len(columns), 1, fill=False, lw=2, ec="C0"))
+        ax.add_patch(plt.Rectangle((0, rows.index(f"{chosen_eps:g}")), len(columns), 1, fill=False, lw=2, ec=colours(1)[0]))
     ax.set(title=title, xlabel="", ylabel="ε")
 
 
@@ -393,7 +474,8 @@ def global_delta_phi(frame: pd.DataFrame, *, title: str) -> plt.Figure:
     """method_choices: the global Δφ of each snapshot under each reference (columns ``epoch``,
     ``delta_phi``, ``reference``, ``data set``: labels), 0 marked."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.lineplot(data=frame, x="epoch", y="delta_phi", hue="reference", style="data set", markers=True, ax=ax)
+    sns.lineplot(data=frame, x="epoch", y="delta_phi", hue="reference", style="data set", markers=True, ax=ax,
+                 palette=PALETTE)
     ax.axhline(0, color="black", lw=0.8)
     ax.set(xlabel="epoch of the snapshot", ylabel="global Δφ (area units)", title=title)
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
@@ -419,7 +501,7 @@ def modes_delta_phi(frame: pd.DataFrame, *, title: str) -> Any:
     """method_choices: Δφ of every filtered scope (rows) under fixed and regenerated FGSM
     (hue), per reference (columns) and data set (rows of panels), 0 marked."""
     grid = sns.catplot(data=frame, x="delta_phi", y="layer", hue="adversarial", col="reference", row="data set",
-                       kind="point", linestyle="none", dodge=0.4, height=3.0, aspect=1.25, palette="colorblind",
+                       kind="point", linestyle="none", dodge=0.4, height=3.0, aspect=1.25, palette=PALETTE,
                        margin_titles=True, sharex=False)
     for ax in grid.axes.flat:
         ax.axvline(0, color="black", lw=0.8)
@@ -457,7 +539,7 @@ def text_fig3(fig3: pd.DataFrame, tasks: Mapping[str, Any], clean: Mapping[str, 
     seaborn ``FacetGrid``."""
     grid = sns.relplot(data=fig3, x="eps", y="score", hue="approach", style="approach", col="task",
                        hue_order=["Random", "Proposed"], style_order=["Random", "Proposed"], kind="line",
-                       errorbar="sd", markers=True, dashes=False, height=3.4, aspect=1.2,
+                       errorbar="sd", markers=True, dashes=False, height=3.4, aspect=1.2, palette=PALETTE,
                        facet_kws={"sharey": False})
     for ax, (key, task) in zip(grid.axes.flat, tasks.items()):
         ax.axhline(clean[key], color="grey", ls="--", lw=1)
@@ -481,7 +563,7 @@ def text_vulnerability_heatmaps(rows: pd.DataFrame, *, task: Any, components: Se
                     cbar_kws={"label": f"{task.metric_label} lost"}, annot_kws={"size": 8})
         index = list(table.index)
         if f"{eps:g}" in index:
-            ax.add_patch(plt.Rectangle((0, index.index(f"{eps:g}")), len(columns), 1, fill=False, lw=2, ec="C0"))
+            ax.add_patch(plt.Rectangle((0, index.index(f"{eps:g}")), len(columns), 1, fill=False, lw=2, ec=colours(1)[0]))
         ax.set(title=title, xlabel="", ylabel="ε (L∞)")
 
     vmax = clean if task.higher_is_better else None
@@ -498,21 +580,29 @@ def text_vulnerability_heatmaps(rows: pd.DataFrame, *, task: Any, components: Se
     return fig
 
 
-def text_damage(damage: pd.DataFrame, tasks: Mapping[str, Any]) -> Any:
+def text_damage(damage: pd.DataFrame, tasks: Mapping[str, Any]) -> plt.Figure:
     """Table 2's text columns as damage against ε (L2, n = k): ours (solid) beside the paper's
     (dashed), baseline and proposed, one panel per task (``damage``:
-    :func:`paramstress.resistant.damage_frame`). Returns the seaborn ``FacetGrid``."""
-    import matplotlib.ticker as mticker
-
+    :func:`paramstress.resistant.damage_frame`), the legend below the panels. Each log ε axis
+    is labelled at readable steps (:func:`log_ticks`), so a panel within about one decade (PTB-LM)
+    shows more than one tick."""
     order = ["Baseline, ours", "Proposed (Eq. 13), ours", "Baseline, paper", "Proposed, paper"]
-    grid = sns.relplot(data=damage, x="eps", y="damage", hue="model", style="model", hue_order=order,
-                       style_order=order, col="task", kind="line", markers=True, height=3.4, aspect=1.1,
-                       palette=["tab:blue", "tab:orange", "tab:blue", "tab:orange"],
-                       dashes={"Baseline, ours": "", "Proposed (Eq. 13), ours": "", "Baseline, paper": (3, 2),
-                               "Proposed, paper": (3, 2)},
-                       facet_kws={"sharex": False, "sharey": False})
-    for ax, task in zip(grid.axes.flat, tasks.values()):
+    cb = colours(2)
+    style = {"Baseline, ours": (cb[0], "-", "o"), "Proposed (Eq. 13), ours": (cb[1], "-", "X"),
+             "Baseline, paper": (cb[0], "--", "s"), "Proposed, paper": (cb[1], "--", "P")}
+    keys = list(tasks)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        task = tasks[key]
+        part = damage[damage["task"] == task.label]
+        for model in order:
+            line = part[part["model"] == model].groupby("eps", as_index=False)["damage"].mean()
+            if len(line):
+                c, ls, m = style[model]
+                ax.plot(line["eps"], line["damage"], color=c, ls=ls, marker=m, ms=5, lw=1.5, label=model)
         ax.set(xscale="log", xlabel="ε (L2, n = k)", ylabel=f"damage ({task.metric_label})", title=task.label)
-        ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only
-    grid.figure.subplots_adjust(wspace=0.35)
-    return grid
+        log_ticks(ax, part["eps"])
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig
