@@ -125,3 +125,84 @@ def test_text_damage_labels_every_panel_and_uses_the_palette():
     lines = fig.axes[0].get_lines()
     assert matplotlib.colors.to_rgb(lines[0].get_color()) == pytest.approx(figures.colours(1)[0])
     assert len(fig.legends[0].get_texts()) == 4
+
+
+def test_fig10_landscapes_explains_an_empty_panel():
+    import numpy as np
+
+    frame = rows()
+    dead = (frame["model"] == "squeezenet1_1") & (frame["dataset"] == "mnist")
+    for s in ("phi_adv", "delta_phi"):  # a network that was not attacked: only clean scores
+        frame.loc[dead, f"{s}_norm"] = np.nan
+        frame.loc[dead, f"{s}_mark"] = np.nan
+    fig = figures.fig10_landscapes(frame, "squeezenet1_1", reasons={("squeezenet1_1", "mnist"): "accuracy at chance"})
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 6  # 2 data sets × 3 scores (+ the colour bar)
+    notes = {ax.get_title(): " ".join(t.get_text() for t in ax.texts).replace("\n", " ") for ax in panels}
+    empty = [title for title, text in notes.items() if "not attacked" in text]
+    assert sorted(empty) == ["MNIST: Δφ", "MNIST: φ_adv"]
+    assert "accuracy at chance" in notes["MNIST: Δφ"]
+    assert not any("not attacked" in t for title, t in notes.items() if title not in empty)
+    with pytest.raises(ValueError, match="no local score rows"):
+        figures.fig10_landscapes(frame, "vgg11")
+
+
+def test_fig11_removal_draws_the_removed_points_above_the_error_bars():
+    import numpy as np
+
+    carry = pd.DataFrame({"layer": ["conv1", "layer1.0.conv1"], "acc_unfiltered": [99.0, 99.0],
+                          "acc_removed": [10.0, 95.0], "acc_removed_no_carry": [9.0, 90.0]})
+    c = np.linspace(-0.3, 0.05, 16)
+    channels = pd.DataFrame({"predicted": c, "measured_mean": c, "unfiltered_mean": c + 0.01,
+                             "unfiltered_std": np.full(16, 0.8)})
+    fig = figures.fig11_removal(carry, channels, layer="conv1", bn="bn1", chance=10.0, title="t")
+    ax = fig.axes[1]
+    points = [col for col in ax.collections if col.get_label() == "layer removed: mean"]
+    bars = [col for col in ax.collections if col not in points]
+    assert len(points) == 1 and bars
+    assert points[0].get_zorder() > max(b.get_zorder() for b in bars)
+    assert ax.get_xlabel() and ax.get_ylabel() == "bn1 output per channel"
+    with pytest.raises(ValueError, match="lacks columns"):
+        figures.fig11_removal(carry, channels.drop(columns="unfiltered_std"), layer="conv1", bn="bn1", chance=10.0,
+                              title="t")
+
+
+def test_theorem1_panels_wrap_and_scale_small_eta():
+    import numpy as np
+
+    from paramstress.corruption import theory
+
+    rng = np.random.default_rng(0)
+    eta = {f"k = {k:,}": (k, theory.quantile(rng.uniform(size=200), k)) for k in (3, 10, 100, 1000, 10**4, 10**5)}
+    eta["model g, k = 21,282,122"] = (21282122, theory.quantile(rng.uniform(size=200), 21282122))
+    fig = figures.theorem1_panels(eta, title="t", cols=4)
+    assert fig.get_size_inches()[0] <= 10.5  # fits the book's column
+    last = [ax for ax in fig.axes if ax.get_xlabel().startswith("η")][-1]
+    assert last.get_xlabel() == "η (×10⁻⁴)"
+    fig.canvas.draw()
+    labels_ = [t for t in last.get_xticklabels() if t.get_text()]
+    assert 2 <= len(labels_) <= 4 and all(len(t.get_text()) <= 4 for t in labels_)
+    with pytest.raises(ValueError, match="eta is empty"):
+        figures.theorem1_panels({}, title="t")
+
+
+def test_loss_change_caps_blown_up_losses():
+    import numpy as np
+
+    eps = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    ratio = pd.DataFrame({"task": "cifar10-jpeg", "eps": eps, "trials": 5,
+                          "random_delta_loss": [1e-8, 1e-6, 1e-4, 1.0, 1e26],
+                          "gradient_delta_loss": [0.02, 0.2, 2.0, 1e23, np.nan],
+                          "ratio_se": [1e-7, 1e-6, 1e-5, 1e-20, np.nan], "resolved": [False, True, True, True, False]})
+    ratio["ratio"] = ratio["random_delta_loss"] / ratio["gradient_delta_loss"]
+    scaling = pd.DataFrame({"task": ["cifar10-jpeg"], "random_c2": [1.0], "gradient_c1": [2e3],
+                            "predicted_ratio_per_eps": [5e-4], "gradient_eps": [[1e-5, 1e-4]]})
+    fig = figures.loss_change(ratio, scaling, eps=eps, cap=1e3)
+    left, right = fig.axes[:2]
+    assert left.get_ylim()[1] == pytest.approx(1e3)  # not 1e26
+    assert right.get_ylim()[0] >= 1e-9  # not 1e-23
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "off scale" in legend and "Random" in legend
+    assert left.get_xlabel() == "ε (L∞, n = k)" and "nats" in left.get_ylabel()
+    with pytest.raises(ValueError, match="lack columns"):
+        figures.loss_change(ratio.drop(columns="resolved"), scaling, eps=eps)

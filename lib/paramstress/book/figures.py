@@ -1,4 +1,8 @@
-"""Figures drawn by more than one page, or redrawn from a page's committed CSVs.
+"""The book's figures, each a function of tidy frames: one colour-blind-safe palette
+(:data:`PALETTE`), axis labels with units, sized for the book's column. (The pages published
+on a GPU still draw some figures inline; :func:`theorem1_panels`, :func:`loss_change`,
+:func:`fig10_landscapes` and :func:`fig11_removal` replace those cells at their next GPU run.)
+Among them:
 
 - :func:`fig9_greyed`: Pravin et al.'s Fig. 9 (global normalised scores over training, one
   panel per network and data set) with the collapsed runs greyed out and labelled;
@@ -26,7 +30,8 @@ __all__ = ["PALETTE", "colours", "arm_colours", "log_ticks", "fig9_greyed", "fig
            "vulnerability_heatmaps", "table1_damage",
            "image_grid", "confusion",
            "global_delta_phi", "fig6_responses", "modes_delta_phi", "label_heatmaps",
-           "text_fig3", "text_vulnerability_heatmaps", "text_damage"]
+           "text_fig3", "text_vulnerability_heatmaps", "text_damage",
+           "theorem1_panels", "loss_change", "fig10_landscapes", "fig11_removal"]
 
 _GREY = "#d9d9d9"
 
@@ -605,4 +610,294 @@ def text_damage(damage: pd.DataFrame, tasks: Mapping[str, Any]) -> plt.Figure:
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _scaled_ticks(ax: plt.Axes, high: float, *, nbins: int = 3) -> str:
+    """At most ``nbins`` + 1 x ticks; when the axis ends below 0.05 its labels count in units of a
+    power of ten (0.00025 … 0.00075 as 2.5 … 7.5), returned as a suffix for the axis label
+    (" (×10⁻⁴)"; "" otherwise), so that long labels cannot collide and no offset text sits on the label."""
+    import matplotlib.ticker as mticker
+
+    power = int(np.floor(np.log10(high))) if 0 < high < 0.05 else 0
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins, min_n_ticks=2))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x / 10.0 ** power:.3g}"))
+    return f" (×10{str(power).translate(_SUPERSCRIPT)})" if power else ""
+
+
+def theorem1_panels(eta: Mapping[str, tuple[int, Any]], *, title: str, cols: int = 4) -> plt.Figure:
+    """corruption's Theorem 1 figure: for every ``label → (k, η samples)`` the measured density
+    of η = |aᵀg| / (ε‖g‖₂) against Eq. 8 and its ECDF against Eq. 9
+    (:mod:`paramstress.corruption.theory`), wrapped ``cols`` panels to a row (each panel pair: the
+    density above its ECDF), so that seven k fit the book's width; at most four tick labels per
+    axis, counted in a power of ten named in the axis label where η is small (η ~ 1e-4 at k of millions)."""
+    import math
+
+    from paramstress.corruption import theory
+
+    panels = list(eta.items())
+    if not panels:
+        raise ValueError("eta is empty: pass label → (k, samples) for at least one k")
+    cols = max(1, min(cols, len(panels)))
+    blocks = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(2.45 * cols + 0.4, 4.3 * blocks + 0.5), squeeze=False)
+    measured, predicted = colours(4)[0], colours(4)[3]
+    for j, (label, (k, samples)) in enumerate(panels):
+        top, bottom = axes[2 * (j // cols), j % cols], axes[2 * (j // cols) + 1, j % cols]
+        hi = float(min(1.0, theory.quantile(0.9995, k)))
+        x = np.linspace(0, hi, 400)
+        sns.histplot(np.asarray(samples), bins=np.linspace(0, hi, 31), stat="density", color=measured, alpha=0.45,
+                     ax=top, label="measured")
+        top.plot(x, theory.density(x, k), color=predicted, lw=1.8, label="Eq. 8")
+        top.set(title=label, xlabel="", ylabel="density" if j % cols == 0 else "", xlim=(0, hi))
+        sns.ecdfplot(np.asarray(samples), ax=bottom, color=measured, label="measured")
+        bottom.plot(x, theory.cdf(x, k), color=predicted, ls="--", lw=1.5, label="Eq. 9")
+        unit = [_scaled_ticks(ax, hi) for ax in (top, bottom)][0]
+        top.tick_params(labelbottom=False)  # the same η axis as the ECDF below, labelled there
+        bottom.set(xlabel=f"η{unit}", ylabel="P(η ≤ x)" if j % cols == 0 else "", xlim=(0, hi))
+        top.yaxis.set_major_locator(plt.MaxNLocator(4))
+        top.yaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        top.title.set_fontsize(10)
+    for j in range(len(panels), blocks * cols):
+        axes[2 * (j // cols), j % cols].axis("off")
+        axes[2 * (j // cols) + 1, j % cols].axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=measured, alpha=0.45), plt.Line2D([], [], color=measured),
+               plt.Line2D([], [], color=predicted), plt.Line2D([], [], color=predicted, ls="--")]
+    fig.legend(handles, ["measured (histogram)", "measured (ECDF)", "Theorem 1, Eq. 8 (density)",
+                         "Theorem 1, Eq. 9 (CDF)"], loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.05 / blocks, 1, 1))
+    return fig
+
+
+def _off_scale(ax: plt.Axes, x: Any, y: Any, *, low: float, high: float, colour: Any) -> int:
+    """Draws the points of ``y`` outside [low, high] as triangles on the edge they pass
+    (▲ at ``high``, ▼ at ``low``); returns how many."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    above, below = y > high, (y < low) & (y > 0)
+    ax.plot(x[above], np.full(above.sum(), high), "^", color=colour, ms=8, clip_on=False, zorder=4)
+    ax.plot(x[below], np.full(below.sum(), low), "v", color=colour, ms=8, clip_on=False, zorder=4)
+    return int(above.sum() + below.sum())
+
+
+def loss_change(ratio: pd.DataFrame, scaling: pd.DataFrame, *, eps: Sequence[float], title: str = "",
+                names: Mapping[str, str] = labels.DATASETS, cap: float = 1e3) -> plt.Figure:
+    """corruption's loss-change figure (Theorem 1: random corruption second order, gradient-based
+    first order). Left: |mean random ΔL| and |gradient-based ΔL| against ε with the fitted c₂ε²
+    (dotted) and c₁ε (dashed) of ``scaling`` (:func:`paramstress.tables.loss_scaling`); right:
+    |ratio| of the two with its 95 % interval (``ratio``: :func:`paramstress.tables.loss_change_ratio`),
+    hollow where the mean random change is not resolved, and Theorem 1's (c₂/c₁) ε where the
+    gradient-based corruption leaves the model intact.
+
+    A loss change above ``cap`` (nats; default 10³, far beyond a chance-level network's loss)
+    means the network's outputs have blown up: it is drawn as ▲ on the top edge rather than
+    stretching the axis to 1e25; the ratio at such an ε (the gradient-based change blown up, the
+    comparison outside the theorem's regime) as ▼ on the bottom edge. The legend sits below the
+    panels."""
+    import math
+
+    from scipy import stats as st
+
+    need = ["task", "eps", "random_delta_loss", "gradient_delta_loss", "ratio", "ratio_se", "resolved", "trials"]
+    missing = [c for c in need if c not in ratio.columns]
+    if missing:
+        raise ValueError(f"the ratio rows lack columns {missing}: pass tables.loss_change_ratio(...)")
+    tasks = list(dict.fromkeys(ratio["task"]))
+    palette = dict(zip(tasks, colours(len(tasks))))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    e = np.array(sorted(eps), dtype=float)
+    lo_all: list[float] = []
+    scale = scaling.set_index("task")
+    off = 0
+    for t in tasks:
+        part = ratio[ratio["task"] == t].sort_values("eps")
+        for col, marker, what in (("random_delta_loss", "o", "Random (mean)"), ("gradient_delta_loss", "X", "Proposed")):
+            y = part[col].abs().to_numpy(dtype=float)
+            ok = np.isfinite(y) & (y > 0) & (y <= cap)
+            axes[0].plot(part["eps"].to_numpy()[ok], y[ok], marker=marker, ms=6, lw=1.4, color=palette[t])
+            off += _off_scale(axes[0], part["eps"][np.isfinite(y)], y[np.isfinite(y)], low=0, high=cap,
+                              colour=palette[t])
+            lo_all += list(y[ok])
+            neg = part[(part[col] < 0) & (part[col].abs() <= cap)]
+            axes[0].plot(neg["eps"], neg[col].abs(), "o", mfc="white", mec="black", ms=6, zorder=3)
+        if t in scale.index:
+            row = scale.loc[t]
+            if not math.isnan(row["random_c2"]):
+                axes[0].plot(e, row["random_c2"] * e ** 2, color=palette[t], ls=":", lw=1.2)
+            if not math.isnan(row["gradient_c1"]):
+                axes[0].plot(e, row["gradient_c1"] * e, color=palette[t], ls="--", lw=1.2)
+    low = 10 ** np.floor(np.log10(min(lo_all))) if lo_all else 1e-8
+    axes[0].set(xscale="log", yscale="log", ylim=(low, cap), xlabel="ε (L∞, n = k)", ylabel="|loss change| (nats)",
+                title="Loss change")
+    off_ratio = 0
+    shown_ratios: list[float] = []
+    for t in tasks:
+        part = ratio[ratio["task"] == t].assign(abs_ratio=lambda f: f["ratio"].abs()).sort_values("eps")
+        blown = ~(part["gradient_delta_loss"].abs() <= cap)  # non-finite or above the cap
+        inside = part[~blown & np.isfinite(part["abs_ratio"]) & (part["abs_ratio"] > 0)]
+        half = st.t.ppf(0.975, inside["trials"] - 1) * inside["ratio_se"]
+        axes[1].errorbar(inside["eps"], inside["abs_ratio"], yerr=[np.minimum(half, 0.9 * inside["abs_ratio"]), half],
+                         fmt="none", ecolor=palette[t], alpha=0.6, lw=1.0, capsize=2, zorder=1)
+        res, unres = inside[inside["resolved"]], inside[~inside["resolved"]]
+        axes[1].plot(res["eps"], res["abs_ratio"], "o", color=palette[t], ms=6, zorder=3)
+        axes[1].plot(unres["eps"], unres["abs_ratio"], "o", mfc="white", color=palette[t], ms=6, zorder=3)
+        shown_ratios += list((inside["abs_ratio"] - np.minimum(half, 0.9 * inside["abs_ratio"])).to_numpy(dtype=float))
+        gone = part[blown & np.isfinite(part["random_delta_loss"])]
+        if len(gone):
+            axes[1].plot(gone["eps"], np.zeros(len(gone)), "v", color=palette[t], ms=8, clip_on=False, zorder=4)
+            off_ratio += len(gone)
+        if t in scale.index:
+            c = scale.loc[t, "predicted_ratio_per_eps"]
+            taylor = e[e <= max(scale.loc[t, "gradient_eps"], default=0)]
+            if not math.isnan(c) and len(taylor):
+                axes[1].plot(taylor, c * taylor, color=palette[t], ls="--", lw=1.5)
+                shown_ratios += list(c * taylor)
+    floor = 10 ** np.floor(np.log10(min(shown_ratios))) if shown_ratios else 1e-8
+    for line in axes[1].get_lines():  # the ▼ of blown-up ε sit on the bottom edge
+        if line.get_marker() == "v":
+            line.set_ydata(np.full(len(line.get_xdata()), floor))
+    top = max(1.0, float(np.nanmax(ratio["ratio"].abs().to_numpy(dtype=float), initial=0)) * 10)
+    axes[1].set(xscale="log", yscale="log", ylim=(floor, top), xlabel="ε (L∞, n = k)",
+                ylabel="|mean ΔL random| / ΔL gradient", title="Ratio of the loss changes")
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.matplotlib.ticker.LogLocator(numticks=4))
+        ax.yaxis.set_major_locator(plt.matplotlib.ticker.LogLocator(numticks=7))
+        ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
+    grey = "dimgrey"
+    handles = [plt.Line2D([], [], color=grey, marker="o", lw=1.4), plt.Line2D([], [], color=grey, marker="X", lw=1.4),
+               plt.Line2D([], [], color=grey, ls=":"), plt.Line2D([], [], color=grey, ls="--"),
+               plt.Line2D([], [], ls="none", marker="o", mfc="white", mec="black"),
+               plt.Line2D([], [], ls="none", marker="o", mfc="white", mec=grey),
+               plt.Line2D([], [], ls="none", marker="|", color=grey, ms=10)]
+    names_ = ["Random (mean of the trials)", "Proposed (gradient-based)", "fit c₂ε² (random, Theorem 1)",
+              "fit c₁ε (gradient, first order); right: (c₂/c₁) ε", "negative mean (|ΔL| drawn)",
+              "right: ratio not resolved (t-test, 5 %)", "right: 95 % interval of the ratio"]
+    if off or off_ratio:
+        handles.append(plt.Line2D([], [], ls="none", marker="^", color=grey, ms=8))
+        names_.append(f"▲ off scale: |ΔL| > {cap:g} nats (network blown up); ▼ ratio there")
+    if len(tasks) > 1:
+        handles += [plt.Line2D([], [], color=palette[t], lw=3) for t in tasks]
+        names_ += [labels.label(t, names) for t in tasks]
+    fig.legend(handles, names_, loc="lower center", ncol=2, fontsize=8.5, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    rows = math.ceil(len(names_) / 2)
+    fig.set_size_inches(10, 4.2 + 0.22 * rows)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.9 if title else 0.93, bottom=(0.75 + 0.22 * rows) / (4.2 + 0.22 * rows),
+                        wspace=0.3)
+    return fig
+
+
+def _empty_panel(ax: plt.Axes, text: str) -> None:
+    """A panel with nothing to draw says why, on grey, instead of staying blank."""
+    ax.set_facecolor(_GREY)
+    ax.grid(False)
+    import textwrap
+
+    text = "\n".join(textwrap.fill(line, 30) for line in text.split("\n"))
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8.5,
+            bbox={"facecolor": "white", "alpha": 0.9, "edgecolor": "grey"})
+
+
+def fig10_landscapes(scores: pd.DataFrame, model: str, *, global_layer: str = "global",
+                     reasons: Mapping[tuple[str, str], str] | None = None,
+                     names: Mapping[str, str] = labels.DATASETS) -> plt.Figure:
+    """score_landscapes' Fig. 10 for one network: a heatmap per data set (rows) and score
+    (columns: :data:`labels.SCORES`), layers (by ``position``, input at the top) × epochs, coloured
+    by the normalised score (RdBu, −0.5 … 0.5, one colour bar) and marked with the labels.
+
+    A panel whose scores are all missing is not left blank: it is greyed and says why. A run
+    that was not attacked (``unreachable="clean-only"`` in :func:`paramstress.landscape.study`:
+    FGSM cannot bring it to the shared adversarial accuracy) has no φ_adv and no Δφ;
+    ``reasons[(model, dataset)]`` (the study's ``eps[...]["excluded"]``) is quoted when given."""
+    score_names = list(labels.SCORES)
+    _check(scores, [f"{s}_norm" for s in score_names] + [f"{s}_mark" for s in score_names] + ["position"])
+    local = scores[(scores["model"] == model) & (scores["layer"] != global_layer)]
+    if local.empty:
+        raise ValueError(f"no local score rows of {model!r}: pass score_landscapes.scores.csv and one of "
+                         f"{sorted(set(scores['model']))}")
+    datasets = list(dict.fromkeys(local["dataset"]))
+    order = local.drop_duplicates("layer").sort_values("position")["layer"].tolist()
+    fig, axes = plt.subplots(len(datasets), len(score_names),
+                             figsize=(3.0 * len(score_names) + 2.2, 0.34 * len(order) * len(datasets) + 1.0 * len(datasets) + 0.6),
+                             squeeze=False)
+    cmap = plt.get_cmap("RdBu")
+    for i, d in enumerate(datasets):
+        sub = local[local["dataset"] == d]
+        for j, s in enumerate(score_names):
+            ax = axes[i, j]
+            mat = sub.pivot(index="layer", columns="epoch", values=f"{s}_norm").reindex(order).astype(float)
+            ann = sub.pivot(index="layer", columns="epoch", values=f"{s}_mark").reindex(order).fillna("")
+            title = f"{labels.label(d, names)}: {labels.SCORES[s]}"
+            if mat.isna().all().all():
+                ax.set(xticks=[], yticks=[])
+                why = None if reasons is None else reasons.get((model, d))
+                _empty_panel(ax, f"no {labels.SCORES[s]}: the network was not attacked (only clean scores)"
+                                 + (f"\n{why}" if why else ""))
+            else:
+                sns.heatmap(mat, ax=ax, cmap=cmap, center=0, vmin=-0.5, vmax=0.5, annot=ann, fmt="", cbar=False,
+                            annot_kws={"fontsize": 7}, linewidths=0.3)
+                ax.set_xlabel("epoch" if i == len(datasets) - 1 else "")
+                if j:
+                    ax.set_yticklabels([])
+                ax.tick_params(axis="y", labelsize=8)
+            ax.set_title(title, fontsize=9.5)
+            ax.set_ylabel("layer (input → output)" if j == 0 else "")
+    fig.tight_layout(rect=(0, 0, 0.92, 0.96))
+    bar = fig.add_axes((0.93, 0.25, 0.015, 0.5))
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, 0.5), cmap=cmap), cax=bar,
+                 label="normalised score\n(red fragile, blue antifragile)")
+    fig.suptitle(f"Fig. 10: local score landscapes of {labels.label(model, labels.ARCHS)} (marks: labels)",
+                 fontsize=11)
+    return fig
+
+
+def fig11_removal(carry: pd.DataFrame, channels: pd.DataFrame, *, layer: str, bn: str, chance: float,
+                  title: str) -> plt.Figure:
+    """synaptic_filtering's Fig. 11: left, the clean accuracy with each layer removed, with and
+    without the following batch norm's carried constant (``carry``:
+    :func:`paramstress.batchnorm.carryover_table`), chance dotted; right, for one removed ``layer``
+    (``channels``: :attr:`paramstress.batchnorm.Carryover.channels`) each channel's batch-norm
+    output against the predicted constant c (Eq. 17): with the layer removed (points on top, the
+    diagonal is Eq. 17 holding) and unfiltered (mean as a small grey mark, its ± sd as a thin
+    light bar drawn underneath), so that the spread of the unfiltered outputs cannot hide the
+    points the figure is about."""
+    need = ["layer", "acc_unfiltered", "acc_removed", "acc_removed_no_carry"]
+    missing = [c for c in need if c not in carry.columns]
+    missing += [c for c in ("predicted", "measured_mean", "unfiltered_mean", "unfiltered_std") if c not in channels.columns]
+    if missing:
+        raise ValueError(f"Fig. 11 lacks columns {missing}: pass carryover_table(...) and Carryover.channels")
+    names_ = {"acc_unfiltered": "unfiltered", "acc_removed": "layer removed (batch norm carries c)",
+              "acc_removed_no_carry": "layer removed, batch-norm output zeroed"}
+    bars = carry.melt(id_vars="layer", value_vars=list(names_), var_name="network", value_name="accuracy")
+    bars["network"] = bars["network"].map(names_)
+    cb = colours(8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [2.2, 1]})
+    sns.barplot(data=bars, x="layer", y="accuracy", hue="network", ax=axes[0], palette=[cb[7], cb[0], cb[1]],
+                hue_order=list(names_.values()))
+    axes[0].axhline(chance, color="black", ls=":", lw=1)
+    axes[0].tick_params(axis="x", rotation=90, labelsize=8)
+    axes[0].set(ylabel="clean accuracy (%)", xlabel="", ylim=(0, 100))
+    axes[0].legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax = axes[1]
+    ax.errorbar(channels["predicted"], channels["unfiltered_mean"], yerr=channels["unfiltered_std"], fmt="none",
+                ecolor=cb[7], alpha=0.35, lw=0.8, zorder=1)
+    ax.plot(channels["predicted"], channels["unfiltered_mean"], "_", color="dimgrey", ms=5, zorder=2,
+            label="unfiltered: mean (bar: ± sd)")
+    ax.scatter(channels["predicted"], channels["measured_mean"], s=22, color=cb[0], edgecolor="white", linewidth=0.5,
+               zorder=3, label="layer removed: mean")
+    values = channels[["predicted", "measured_mean"]].to_numpy(dtype=float)
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = 0.1 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8, zorder=2, label="Eq. 17 (output = c)")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    ax.set(xlabel="predicted constant c (Eq. 17)", ylabel=f"{bn} output per channel", title=f"{layer} → {bn}")
+    ax.legend(fontsize=7.5, loc="lower right")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return fig
