@@ -17,6 +17,7 @@ ALLOWED = {
     "corruption": {"engine", "corruption"},
     "filtering": {"engine", "filtering"},
     "agreement": {"engine", "corruption", "filtering", "agreement"},
+    "api": {"engine", "corruption", "filtering", "api"},
     "book": {"engine", "corruption", "filtering", "agreement", "book"},
 }
 

@@ -13,6 +13,11 @@ The package is grouped by what it does (ARCHITECTURE.md says what may import wha
 - :mod:`paramstress.agreement`: the analyses joining the two papers;
 - :mod:`paramstress.book`: profiles, runner, provenance, display labels and figures.
 
+The public API for your own models (:mod:`paramstress.api`, imported on first use so that
+``import paramstress`` stays light): :func:`~paramstress.api.corruption_indicator`,
+:func:`~paramstress.api.corruption_table`, :func:`~paramstress.api.vulnerability_probe` and
+:func:`~paramstress.api.filter_scores`.
+
 The flat module names of earlier versions (``paramstress.sweep``, ``paramstress.tasks``, ...)
 stay importable: each is the same module object as its new home (:data:`MOVED`), so that
 pages published on a GPU, which cannot be re-executed here, run unchanged.
@@ -75,3 +80,18 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
     sys.meta_path.insert(0, _MovedModules())
+
+
+#: The public API (:mod:`paramstress.api`), reachable as ``paramstress.<name>``; the module is
+#: imported on first use, so that ``import paramstress`` does not load the engines.
+API: tuple[str, ...] = ("corruption_indicator", "corruption_table", "vulnerability_probe", "filter_scores")
+
+
+def __getattr__(name: str):
+    if name in API:
+        return getattr(importlib.import_module("paramstress.api"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(API))

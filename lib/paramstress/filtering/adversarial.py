@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,8 @@ def check_xy(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batch_size: int = 1000) -> torch.Tensor:
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batch_size: int = 1000,
+         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """FGSM (Goodfellow et al. 2015; Pravin et al. §4.1.1): ``x + eps·sign(∇ₓ CE)``.
 
     ``x``: normalised float inputs on the model's device; the result is a new tensor of
@@ -88,16 +89,29 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batc
     its parameters' ``requires_grad`` flags and train/eval flags are restored. The
     gradient of each example depends only on that example (eval mode), so the batch
     size does not change the result. Must be called outside ``torch.inference_mode``.
+
+    ``loss_fn(outputs, y)``: the loss whose input gradient's sign is followed, for a model
+    that is not a classifier (e.g. ``torch.nn.functional.mse_loss``); it must return a
+    scalar (a batch mean or sum: the sign does not depend on the scale). Default: the
+    summed cross-entropy of the logits, as before.
     """
     eps = check_eps(eps)
     check_xy(x, y, batch_size)
+    if loss_fn is not None and not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a callable (outputs, targets) -> scalar loss, got {loss_fn!r}")
     if torch.is_inference_mode_enabled():
         raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with _attack_mode(model), torch.enable_grad():
         for start in range(0, len(y), batch_size):
             xb = x[start:start + batch_size].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xb), y[start:start + batch_size], reduction="sum")
+            if loss_fn is None:
+                loss = F.cross_entropy(model(xb), y[start:start + batch_size], reduction="sum")
+            else:
+                loss = loss_fn(model(xb), y[start:start + batch_size])
+                if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                    raise ValueError("loss_fn must return a scalar tensor (the batch's mean or summed loss), got "
+                                     f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}")
             (grad,) = torch.autograd.grad(loss, xb)
             out[start:start + batch_size] = xb.detach() + eps * grad.sign()
     return out

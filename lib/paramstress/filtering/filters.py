@@ -468,12 +468,13 @@ def filter_grid(scopes: Sequence[str], filters: Sequence[str] = FILTERS, T: int 
     return [{**tags, "layer": s, "filter": f, "t": t} for s in scopes for f in filters for t in range(T)]
 
 
-def _check_inputs(x: torch.Tensor, y: torch.Tensor, transform: Transform | None) -> None:
+def _check_inputs(x: torch.Tensor, y: torch.Tensor, transform: Transform | None, attack: bool = True) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError("x and y must be tensors (already on the model's device)")
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
-    if transform is None and not x.is_floating_point():
+    # integer inputs are a model's own (token ids) when no attack needs their gradient; uint8 are images
+    if transform is None and not x.is_floating_point() and (attack or x.dtype == torch.uint8):
         raise ValueError(f"x is {x.dtype}: pass transform= (e.g. ImageData.normalize) to turn images into "
                          "the model's normalised float inputs")
 
@@ -498,6 +499,8 @@ def filter_sweep(
     reuse_activations: bool = True,
     cache_bytes: int = 2 << 30,
     progress: bool = False,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> pd.DataFrame:
     """Synaptic filtering of ``model`` (Defs. 1-2, Eqs. 7-9) over ``scopes`` × ``filters``
     × ``T`` thresholds, measured on clean inputs and under FGSM (external stress,
@@ -520,8 +523,19 @@ def filter_sweep(
     ``dedup`` and ``reuse_activations`` change the speed, never the numbers (see the
     module docstring). The frame's ``attrs["stats"]`` counts the evaluations done.
     Weights, buffers and train/eval flags are as before afterwards.
+
+    Models that are not classifiers (:mod:`paramstress.api`): ``score(outputs, targets)``
+    returns each example's score (shape ``(batch,)``, higher is better) or the batch's mean
+    score (a scalar); the ``clean_accuracy`` / ``adv_accuracy`` columns (and their
+    references) then hold the mean score over the evaluation set instead of the accuracy in
+    %, and batches never mix clean and adversarial examples. ``loss_fn(outputs, targets)``
+    (a scalar) is the loss FGSM follows (:func:`paramstress.filtering.adversarial.fgsm`;
+    default cross-entropy). Without ``score`` the accuracy is computed as before, and
+    integer inputs (token ids) are accepted when no attack is asked for (``eps=None``).
     """
-    _check_inputs(x, y, transform)
+    _check_inputs(x, y, transform, attack=eps is not None)
+    if score is not None and not callable(score):
+        raise ValueError(f"score must be a callable (outputs, targets) -> per-example scores, got {score!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     layers = filterable_layers(model)
@@ -563,23 +577,50 @@ def filter_sweep(
                 xn = torch.cat([transform(xb) for xb in x.split(batch_size)]) if transform is not None else x
             memo["xn"] = xn.detach()
             if adversarial == "fixed":
-                x_adv = A.fgsm(model, memo["xn"], y, float(eps), batch_size=batch_size)
+                x_adv = A.fgsm(model, memo["xn"], y, float(eps), batch_size=batch_size, loss_fn=loss_fn)
                 memo["X"], memo["Y"] = torch.cat([memo["xn"], x_adv]), torch.cat([y, y])
             else:
                 memo["X"], memo["Y"] = memo["xn"], y
         return memo
 
+    def chunks(data: torch.Tensor, labels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of ``batch_size``; with a ``score``, the clean part (the first ``len(y)``)
+        and the adversarial part are batched apart, so that a batch mean belongs to one part."""
+        if score is None or len(labels) <= len(y):
+            return list(zip(data.split(batch_size), labels.split(batch_size)))
+        n = len(y)
+        return chunks(data[:n], labels[:n]) + chunks(data[n:], labels[n:])
+
     def batches(data: torch.Tensor, labels: torch.Tensor) -> list[tuple[tuple[torch.Tensor], torch.Tensor]]:
-        return [((xb,), yb) for xb, yb in zip(data.split(batch_size), labels.split(batch_size))]
+        return [((xb,), yb) for xb, yb in chunks(data, labels)]
 
     def counts(forward: Callable[..., torch.Tensor], parts: Sequence[tuple[Sequence[torch.Tensor], torch.Tensor]]
                ) -> tuple[float, float | None]:
-        """Accuracies (%) of the clean part (first len(y) examples) and of the rest."""
+        """Accuracies (%) of the clean part (first len(y) examples) and of the rest (with a
+        ``score``: the mean scores)."""
+        if score is not None:
+            return _mean_scores(forward, parts)
         with torch.inference_mode():
             correct = torch.cat([_correct(forward(*inp), yb) for inp, yb in parts])
         n = len(y)
         clean = 100.0 * int(correct[:n].sum()) / n
         return clean, (100.0 * int(correct[n:].sum()) / n if len(correct) > n else None)
+
+    def _mean_scores(forward: Callable[..., torch.Tensor],
+                     parts: Sequence[tuple[Sequence[torch.Tensor], torch.Tensor]]) -> tuple[float, float | None]:
+        sums = [torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)]
+        seen = 0
+        with torch.inference_mode():
+            for inp, yb in parts:
+                value = score(forward(*inp), yb)
+                if not isinstance(value, torch.Tensor) or value.shape not in ((), (len(yb),)):
+                    raise ValueError(f"score must return one value per example (shape ({len(yb)},)) or the batch "
+                                     f"mean (a scalar), got {type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+                total = value.detach().to(torch.float64).sum() if value.ndim else value.detach().double() * len(yb)
+                sums[0 if seen < len(y) else 1] += total.cpu()
+                seen += len(yb)
+        n = len(y)
+        return float(sums[0]) / n, (float(sums[1]) / n if seen > n else None)
 
     def reference() -> dict[str, float]:
         if "reference" not in memo:
@@ -587,7 +628,7 @@ def filter_sweep(
             clean, adv = counts(model, batches(d["X"], d["Y"]))
             ref = {"clean": clean, "adv": adv}
             if adversarial == "regenerate":
-                xa = A.fgsm(model, d["xn"], y, float(eps), batch_size=batch_size)
+                xa = A.fgsm(model, d["xn"], y, float(eps), batch_size=batch_size, loss_fn=loss_fn)
                 ref["adv"] = counts(model, batches(xa, y))[0]
             memo["reference"] = ref
             stats["evaluations"] += 1
@@ -619,7 +660,7 @@ def filter_sweep(
         cached: list[tuple[tuple[torch.Tensor, ...], torch.Tensor]] = []
         size = 0
         with torch.inference_mode():
-            for xb, yb in zip(d["X"].split(batch_size), d["Y"].split(batch_size)):
+            for xb, yb in chunks(d["X"], d["Y"]):
                 front = split.head(xb)
                 front = tuple(front) if isinstance(front, (tuple, list)) else (front,)
                 size += sum(v.numel() * v.element_size() for v in front if isinstance(v, torch.Tensor))
@@ -683,7 +724,7 @@ def filter_sweep(
         else:
             clean, adv = counts(model, batches(d["X"], d["Y"]))
         if adversarial == "regenerate":
-            xa = A.fgsm(model, d["xn"], y, float(eps), batch_size=batch_size)
+            xa = A.fgsm(model, d["xn"], y, float(eps), batch_size=batch_size, loss_fn=loss_fn)
             adv = counts(model, batches(xa, y))[0]
         return {"clean": clean, "adv": adv}
 
