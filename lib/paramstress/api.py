@@ -479,8 +479,8 @@ class CorruptionTable:
                          dashes=False, errorbar="sd", ax=ax,
                          hue_order=["random (Eq. 5)", "gradient-based (Eq. 10)"])
             ax.axhline(float(part[f"base_{self.metric}"].iloc[0]), color="grey", ls=":", lw=1, label="clean")
-            ax.set(xscale="log", xlabel=f"ε (L{_p_label(part['p'].iloc[0])}, n = {label})", ylabel=self.metric,
-                   title=f"n = {label}")
+            ax.set(xscale="log", xlabel=f"ε (L{_p_label(part['p'].iloc[0])}, n = {label})",
+                   ylabel="accuracy (%)" if self.metric == "accuracy" else self.metric, title=f"n = {label}")
             ax.legend(fontsize=8)
         if title:
             fig.suptitle(title)
