@@ -47,6 +47,8 @@ execute: env
 
 html: env
 	$(BIN)/jupyter-book build . -W --builder html
+	# the built dashboard shows the pages' glued values, every page its re-run box and downloads
+	PARAMSTRESS_BOOK_HTML=_build/html $(BIN)/python -m pytest tests/test_dashboard.py -q -k built -p no:cacheprovider
 
 run: env
 	$(BIN)/python -m paramstress.runner $(NB) --profile $(PROFILE) $(if $(OUT),--out $(OUT))
