@@ -377,3 +377,18 @@ def test_device_moves_the_model_there_and_back():
     scores = paramstress.filter_scores(net, (x, y), eps=0.05, T=3, device="cuda")
     assert len(scores.scores) == 4
     assert_restored(net, before)
+
+
+def test_the_readme_example_runs_as_written(capsys):
+    """README's "Use the library" example, executed verbatim: a newcomer gets the indicator."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Use the library", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(block.strip().splitlines()) <= 12
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert re.search(r"indicator \d+\.\d{4}: accuracy \d+\.\d -> \d+\.\d %", out)
+    assert "Proposed" in out and "phi_clean" in out
