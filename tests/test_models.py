@@ -84,7 +84,7 @@ def test_unknown_name_lists_valid_names() -> None:
     for name in models.MODEL_NAMES:
         assert name in str(info.value)
     assert set(models.MODEL_NAMES) == {
-        "small_cnn", "resnet18_cifar", "resnet18_cifar_w16", "resnet34_cifar", "resnet34_imagenet",
+        "small_cnn", "resnet18_cifar", "resnet18_cifar_w16", "resnet34_cifar", "resnet34_imagenet", "airbench_cifar",
         *TORCHVISION_NETS,
     }
 

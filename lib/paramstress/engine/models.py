@@ -16,6 +16,10 @@
 ``resnet34_imagenet``  torchvision's ResNet-34 with its ImageNet weights
                        (``ResNet34_Weights.IMAGENET1K_V1``), the ImageNet model
                        of Sun et al. (2021), used by the ``paper`` profile
+``airbench_cifar``     K. Jordan's airbench94 network (whitening 2×2 convolution,
+                       three conv groups, mirror-and-translate TTA in eval mode;
+                       :mod:`paramstress.engine.fast_cifar`): a fast CIFAR-10
+                       network for the GPU runs of many trainers and seeds
 =====================  ======================================================
 
 The networks of Pravin et al. (2023) are torchvision's untrained ImageNet-style
@@ -44,6 +48,7 @@ from torchvision.models import ResNet34_Weights
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from paramstress.engine.data import offline
+from paramstress.engine.fast_cifar import airbench_cifar
 
 __all__ = [
     "MODEL_NAMES",
@@ -403,6 +408,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18_cifar_w16": resnet18_cifar_w16,
     "resnet34_cifar": resnet34_cifar,
     "resnet34_imagenet": resnet34_imagenet,
+    "airbench_cifar": airbench_cifar,
     # torchvision's ImageNet-style nets of Pravin et al. (2023), see torchvision_net
     **{name: _torchvision_builder(name) for name in _FIRST_CONV},
 }

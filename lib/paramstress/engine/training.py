@@ -1259,7 +1259,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``data`` as ``cfg`` says, or load the cached result.
 
-    ``model=None`` builds ``cfg.model`` for the data, initialised from ``cfg.seed``;
+    ``model=None`` builds ``cfg.model`` for the data, initialised from ``cfg.seed`` (and,
+    for a network with an ``init_from_data(train_x, normalize)`` method such as
+    ``airbench_cifar``, from the training images: its whitening filters; a run from
+    ``cfg.init_from`` takes the snapshot's weights instead);
     a given model must have ``cfg.model``'s architecture (checked, so that the cache
     key is honest) and is trained in place. ``device`` defaults to CUDA when
     available. With ``checkpoint_dir``, ``<dir>/<config_hash>.pt`` is loaded if
@@ -1301,7 +1304,8 @@ def train(
         )
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     channels, height, _ = data.image_shape
-    if model is None:
+    built = model is None
+    if built:
         model = models.build_model(cfg.model, data.num_classes, channels, height, seed=cfg.seed)
     else:
         _check_model(model, cfg, data)
@@ -1323,6 +1327,10 @@ def train(
             )
     if cfg.train_subset is not None or cfg.test_subset is not None:
         data = data.subset(cfg.train_subset, cfg.test_subset, seed=cfg.subset_seed)
+    if built and init_state is None and callable(getattr(model, "init_from_data", None)):
+        # a data-dependent initialisation (airbench_cifar's whitening filters): before any
+        # checkpoint is read, which replaces it; deterministic given the data
+        model.init_from_data(data.train_x, data.normalize)
     steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
     first_epoch = cfg.start_epoch
     total_steps = (cfg.epochs - first_epoch) * steps_per_epoch
