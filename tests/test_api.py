@@ -392,3 +392,36 @@ def test_the_readme_example_runs_as_written(capsys):
     out = capsys.readouterr().out
     assert re.search(r"indicator \d+\.\d{4}: accuracy \d+\.\d -> \d+\.\d %", out)
     assert "Proposed" in out and "phi_clean" in out
+
+
+def test_import_paramstress_stays_light():
+    """The API is reached as paramstress.<name> but loaded on first use: a bare import loads no
+    engine (nor pandas), and the old flat module name paramstress.vulnerability is still the module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, paramstress; assert 'paramstress.api' not in sys.modules and 'pandas' not in sys.modules; "
+            "f = paramstress.corruption_indicator; assert 'paramstress.api' in sys.modules; "
+            "import paramstress.vulnerability as v; assert v.__name__ == 'paramstress.corruption.vulnerability'; "
+            "assert set(paramstress.API) <= set(dir(paramstress))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError):
+        paramstress.no_such_name
+
+
+def test_fgsm_loss_fn_seam():
+    """fgsm(loss_fn=) follows the given loss: the summed cross-entropy gives the default's
+    examples exactly, and a regressor's MSE moves each input along sign(∂MSE/∂x)."""
+    from paramstress.filtering import adversarial as A
+
+    net, (x, y) = small_cnn(), image_data(20)
+    default = A.fgsm(net, x, y, 0.1, batch_size=8)
+    same = A.fgsm(net, x, y, 0.1, batch_size=8, loss_fn=lambda o, t: F.cross_entropy(o, t, reduction="sum"))
+    assert torch.equal(default, same)
+    reg, (xr, yr) = regressor(), tabular(12)
+    adv = A.fgsm(reg, xr, yr, 0.05, batch_size=5, loss_fn=F.mse_loss)
+    xg = xr.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.mse_loss(reg(xg), yr, reduction="sum"), xg)
+    assert torch.equal(adv, xr + 0.05 * grad.sign())
+    with pytest.raises(ValueError, match="scalar"):
+        A.fgsm(reg, xr, yr, 0.05, loss_fn=lambda o, t: (o - t) ** 2)
