@@ -3,6 +3,9 @@
 #                               `local` in place (book/), pinned as REPRO says, build _build/html
 #   make test                   unit tests + nbval regression of the CI-profile copies
 #   make run NB=quickstart PROFILE=gpu [OUT=dir]   one notebook at a profile (runs/<profile>/)
+#   make run NB=score_landscapes PROFILE=paper CLUSTER=auto GPUS_PER_JOB=0.25
+#                               its multi-job studies on a Ray cluster (README: "Running the
+#                               `paper` profile on a cluster")
 #   make ci-notebooks           regenerate tests/notebooks/ (CI-profile executed copies)
 #   make html                   build the book from the executed notebooks, no execution
 #   make browser-check          open _build/html in headless Chromium and check the pages
@@ -15,6 +18,8 @@ STAMP  := $(VENV)/.paramstress-installed
 PROFILE ?= local
 NB     ?= all
 OUT    ?=
+CLUSTER ?=
+GPUS_PER_JOB ?=
 FAIRSEQ ?= fairseq-fixed==0.12.3.1
 
 ifdef DATA_MIRROR
@@ -51,7 +56,8 @@ html: env
 	PARAMSTRESS_BOOK_HTML=_build/html $(BIN)/python -m pytest tests/test_dashboard.py -q -k built -p no:cacheprovider
 
 run: env
-	$(BIN)/python -m paramstress.runner $(NB) --profile $(PROFILE) $(if $(OUT),--out $(OUT))
+	$(BIN)/python -m paramstress.runner $(NB) --profile $(PROFILE) $(if $(OUT),--out $(OUT)) \
+	  $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(GPUS_PER_JOB),--gpus-per-job $(GPUS_PER_JOB))
 
 # CPU float reductions depend on the thread count, so a model trained with 2 threads
 # differs in the last bits from one trained with 1: the nbval copies are written and

@@ -1,8 +1,9 @@
-"""Filtering studies in worker processes against the same study one job after another.
+"""Filtering studies on Ray against the same study one job after another, and Ray's start time.
 
 Usage::
 
     PARAMSTRESS_DATA_MIRROR=../shared/data python benchmarks/workers.py [--quick] [--workers 2] [--device cpu]
+        [--gpus-per-job 0.25]
 
 What is measured
 ----------------
@@ -15,7 +16,9 @@ fresh, empty checkpoint folder, so that every path computes everything:
 
 - **serial**: ``workers=1``, this process, ``--threads`` intra-op threads: what the book's
   notebooks do at ``workers: 1``;
-- **workers**: ``workers=--workers``, each worker with ``--threads`` threads;
+- **workers**: ``workers=--workers``: a local Ray instance with that many CPUs
+  (:func:`paramstress.engine.workers.run_jobs`, started and shut down inside the timed
+  call), each job with ``--threads`` threads (and ``--gpus-per-job`` of a GPU);
 - **serial, all threads**: ``workers=1`` with ``--workers × --threads`` threads, the other way
   to use the same cores (timed only: a different thread count rounds float reductions
   differently on a CPU, so its numbers are not compared bit for bit).
@@ -24,7 +27,9 @@ The first two must agree: on a CPU bit for bit (eps choices, per-epoch test accu
 every sweep row), or the script exits 1; on CUDA, where training is not bitwise
 reproducible even in one process, the largest differences are printed. The paths run
 one after another (serial, workers, serial with all threads); compare them within one
-run only. Printed: wall seconds per path, the ratios, the machine's 1-minute load average.
+run only. Printed: wall seconds per path, the ratios, the machine's 1-minute load average,
+and, first, the seconds to start and to shut down an empty local Ray instance with
+``--workers`` CPUs (what the workers path pays before its first job).
 """
 from __future__ import annotations
 
@@ -39,15 +44,26 @@ import torch
 
 from paramstress import data, training
 from paramstress import landscape as L
+from paramstress.engine import workers as W
 from paramstress.provenance import pick_device
 
 
-def run(archs, sets, *, workers, threads, folder, device, settings):
+def ray_start(workers: int) -> tuple[float, float]:
+    """Seconds to start a local Ray instance with ``workers`` CPUs (ready for tasks), and to shut it down."""
+    start = time.perf_counter()
+    with W.ray_session(workers=workers) as ray:
+        ray.get(ray.remote(lambda: 0).remote())  # one trivial task: a worker process is up
+        up = time.perf_counter()
+    return up - start, time.perf_counter() - up
+
+
+def run(archs, sets, *, workers, threads, folder, device, settings, gpus_per_job=None):
     os.environ[training.CHECKPOINT_DIR_ENV] = folder
     if workers == 1:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    result = L.study(archs, sets, workers=workers, threads=threads, device=device, **settings)
+    result = L.study(archs, sets, workers=workers, threads=threads, device=device, gpus_per_job=gpus_per_job,
+                     **settings)
     return result, time.perf_counter() - start
 
 
@@ -81,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--gpus-per-job", type=float, default=None,
+                    help="GPU share per Ray job (default: the GPUs found shared out among the workers)")
     ap.add_argument("--train-samples", type=int, default=4000)
     ap.add_argument("--test-samples", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=2)
@@ -103,13 +121,16 @@ def main(argv=None) -> int:
     print(f"{jobs} jobs ({', '.join(args.archs)} x {', '.join(args.datasets)}); {args.train_samples:,} training "
           f"images, {args.epochs} epoch(s), T = {args.T}, {args.layers} layers + global; device {device}; "
           f"{os.cpu_count()} cores")
+    t_up, t_down = ray_start(args.workers)
+    print(f"Ray: local instance with {args.workers} CPUs up (one task run) in {t_up:.1f} s, shut down in {t_down:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         serial, t_serial = run(args.archs, sets, workers=1, threads=args.threads, folder=f"{tmp}/serial",
                                device=device, settings=settings)
         print(f"serial, {args.threads} thread(s): {t_serial:.1f} s (load {os.getloadavg()[0]:.2f})")
         parallel, t_par = run(args.archs, sets, workers=args.workers, threads=args.threads, folder=f"{tmp}/workers",
-                              device=device, settings=settings)
-        print(f"{args.workers} workers x {args.threads} thread(s): {t_par:.1f} s (load {os.getloadavg()[0]:.2f})")
+                              device=device, settings=settings, gpus_per_job=args.gpus_per_job)
+        print(f"Ray, {args.workers} workers x {args.threads} thread(s): {t_par:.1f} s, its start included "
+              f"(load {os.getloadavg()[0]:.2f})")
         if not args.no_wide:
             wide = args.workers * args.threads
             _, t_wide = run(args.archs, sets, workers=1, threads=wide, folder=f"{tmp}/wide", device=device,
@@ -117,7 +138,7 @@ def main(argv=None) -> int:
             print(f"serial, {wide} thread(s): {t_wide:.1f} s (load {os.getloadavg()[0]:.2f})")
     exact = device.type == "cpu"
     problems = compare(serial, parallel, exact)
-    print(f"ratio serial / workers: {t_serial / t_par:.2f}x" +
+    print(f"ratio serial / Ray workers: {t_serial / t_par:.2f}x" +
           ("" if args.no_wide else f"; serial with all threads / workers: {t_wide / t_par:.2f}x"))
     if problems:
         print("MISMATCH between the serial and the worker results:\n  " + "\n  ".join(problems))

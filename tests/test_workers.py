@@ -1,8 +1,12 @@
-"""paramstress.workers (jobs in worker processes) and paramstress.landscape.study (the
-filtering study of Pravin et al. 2023 per architecture × data set) run in workers: same
-results as the serial loop, errors named, bad input refused before any process starts."""
+"""paramstress.workers (jobs on Ray) and paramstress.landscape.study (the filtering study of
+Pravin et al. 2023 per architecture × data set) run on a local Ray instance: same results as
+the serial loop, errors named, bad input refused before any process starts.
+
+The module's Ray runs share one local instance with 2 CPUs (``W.ray_session``, started once:
+its workers import torch once); tests/test_ray_executor.py starts and stops its own."""
 import dataclasses
 import os
+import threading
 
 import pandas as pd
 import pytest
@@ -15,7 +19,14 @@ from paramstress import training
 from paramstress import workers as W
 from paramstress.data import ImageData
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = pytest.mark.usefixtures("one_cpu_thread", "shared_ray")
+
+
+@pytest.fixture(scope="module")
+def shared_ray():
+    with W.ray_session(workers=2) as ray:
+        yield ray
+    assert not ray.is_initialized()
 
 
 def draw(seed, n):
@@ -40,6 +51,17 @@ def test_serial_and_parallel_give_the_same_results_in_job_order():
     assert {r[2] for r in parallel} == {1}
 
 
+def test_jobs_no_node_can_run_are_refused_not_queued_for_ever(monkeypatch):
+    """In an open session (here the module's 2-CPU instance, no GPU), jobs that reserve a GPU
+    share would wait in ray.wait for ever: refused before any is submitted, the fix named."""
+    jobs = [dict(seed=s, n=5) for s in range(3)]
+    with pytest.raises(ValueError, match="0 GPUs; lower gpus_per_job"):
+        W.run_jobs(draw, jobs, workers=2, gpus_per_job=0.25)
+    monkeypatch.setenv(W.GPUS_PER_JOB_ENV, "0.25")  # the same through the environment the runner sets
+    with pytest.raises(ValueError, match="unset \\$PARAMSTRESS_GPUS_PER_JOB"):
+        W.run_jobs(draw, jobs, workers=2)
+
+
 def test_a_failing_job_is_named_and_stops_the_run():
     for workers in (1, 2):
         with pytest.raises(ValueError, match="seed 2 is bad") as info:
@@ -56,10 +78,8 @@ def test_bad_input_is_refused_before_any_process_starts():
         W.run_jobs(draw, [dict(seed=0, n=1)] * 2, workers=2, threads=0)
     with pytest.raises(ValueError, match="one label per job"):
         W.run_jobs(draw, [dict(seed=0, n=1)] * 2, workers=2, labels=["a"])
-    with pytest.raises(TypeError, match="module level"):
-        W.run_jobs(lambda seed: seed, [dict(seed=0), dict(seed=1)], workers=2)
     with pytest.raises(TypeError, match="cannot be sent"):
-        W.run_jobs(draw, [dict(seed=0, n=1), dict(seed=1, n=lambda: 1)], workers=2)
+        W.run_jobs(draw, [dict(seed=0, n=1), dict(seed=1, n=threading.Lock())], workers=2)
 
 
 def toy(name="synthetic-study", seed=0, size=8):

@@ -5,8 +5,13 @@
     python -m paramstress.runner all --ci-copies                 # → tests/notebooks/ (nbval)
     python -m paramstress.runner all --published-only            # what `make book` executes
     python -m paramstress.runner quickstart -p epochs 1 --out /tmp/x
+    python -m paramstress.runner score_landscapes --profile paper --cluster auto --gpus-per-job 0.25
 
-(``make run NB=<name> PROFILE=<p>`` calls this.) Everything is checked before a kernel
+(``make run NB=<name> PROFILE=<p> [CLUSTER=auto] [GPUS_PER_JOB=0.25]`` calls this.)
+``--cluster`` and ``--gpus-per-job`` reach the notebooks' multi-job studies through the
+environment (``$PARAMSTRESS_RAY_CLUSTER``, ``$PARAMSTRESS_GPUS_PER_JOB``, read by
+:func:`paramstress.engine.workers.run_jobs`), not as parameters: the pages' parameters
+and numbers do not depend on where the jobs run. Everything is checked before a kernel
 starts: notebook and profile names, parameter names, and that each data set the
 parameters name can be found (a missing or corrupted data set stops the run here,
 with the data layer's message). A run at a profile other than the notebook's
@@ -17,6 +22,7 @@ notebook goes to ``runs/failed/`` and the exit status is non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ast
 import os
 import sys
@@ -120,6 +126,38 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any], target: Path
     return time.perf_counter() - start
 
 
+def _executor_environment(cluster: str | None, gpus_per_job: float | None) -> dict[str, str]:
+    """Check ``--cluster`` / ``--gpus-per-job``: the environment that hands them to the kernels."""
+    from paramstress.engine import workers
+
+    values = {}
+    try:
+        if cluster is not None:
+            values[workers.CLUSTER_ENV] = workers.check_cluster(cluster) or ""
+        if gpus_per_job is not None:
+            values[workers.GPUS_PER_JOB_ENV] = repr(workers.check_gpus_per_job(gpus_per_job))
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    return values
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """``values`` in ``os.environ`` for the block (the kernels started in it inherit them), the
+    caller's environment restored afterwards: ``main`` called in a process (a test, a notebook)
+    must not leave a cluster address or a GPU share behind for that process's later studies."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="paramstress-run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--published-only", action="store_true",
                     help="run only the notebooks published at --profile (in place in book/); keep the others' committed runs")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    ap.add_argument("--cluster", default=None,
+                    help="run the multi-job studies on this Ray cluster: 'auto' or 'ray://host:port' "
+                         "(sets $PARAMSTRESS_RAY_CLUSTER)")
+    ap.add_argument("--gpus-per-job", default=None, type=float,
+                    help="GPU share each job reserves, e.g. 0.25 (sets $PARAMSTRESS_GPUS_PER_JOB)")
     args = ap.parse_args(argv)
     import logging
 
@@ -137,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
     try:
+        executor = _executor_environment(args.cluster, args.gpus_per_job)
         names = profiles.notebooks() if args.notebooks == ["all"] else args.notebooks
         overrides = {k: _literal(v) for k, v in args.parameter}
         plan = []
@@ -153,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             target = target_path(name, profile, args.out, args.ci_copies)
             preflight(name, params)
             plan.append((name, profile, target))
-        for i, (name, profile, target) in enumerate(plan, 1):
-            print(f"[{i}/{len(plan)}] {name} @ {profile} → {target}", flush=True)
-            seconds = execute(name, profile, overrides, target)
-            print(f"[{i}/{len(plan)}] {name} done in {seconds:.1f} s", flush=True)
+        with _environment(executor):
+            for i, (name, profile, target) in enumerate(plan, 1):
+                print(f"[{i}/{len(plan)}] {name} @ {profile} → {target}", flush=True)
+                seconds = execute(name, profile, overrides, target)
+                print(f"[{i}/{len(plan)}] {name} done in {seconds:.1f} s", flush=True)
     except Exception as err:
         from paramstress.engine import data
 

@@ -334,15 +334,21 @@ def study_pair(arch: str, dataset: str | ImageData, *, seeds: Sequence[int], eps
 
 
 def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: int = 1, threads: int | None = None,
-          device: str | torch.device = "cpu", **settings: Any) -> dict[tuple[str, str], PairStudy]:
+          device: str | torch.device = "cpu", cluster: str | None = None, gpus_per_job: float | None = None,
+          **settings: Any) -> dict[tuple[str, str], PairStudy]:
     """:func:`study_pair` for every architecture × data set, keyed ``(arch, data set name)``
-    in that order. ``workers > 1`` runs the pairs in that many processes
-    (:func:`paramstress.workers.run_jobs`; ``threads`` intra-op threads each): a worker
-    loads a named data set itself (its checksum checked against ``datasets``') and
-    writes the same caches, so the results equal the serial ones. The settings (seeds,
+    in that order. ``workers > 1`` runs the pairs on a local Ray instance with that many
+    CPUs, ``cluster`` on a Ray cluster (:func:`paramstress.engine.workers.run_jobs`, which
+    also reads ``$PARAMSTRESS_RAY_CLUSTER`` and ``$PARAMSTRESS_GPUS_PER_JOB``; ``threads``
+    intra-op threads each): a worker loads a named data set itself (its checksum checked
+    against ``datasets``') and writes the same caches, so the results equal the serial
+    ones. The settings (seeds,
     epochs, layers, ``adv_target`` against each data set's chance level, ``unreachable``,
     ...) are checked before any compute."""
     W.check_workers(workers)
+    W.check_cluster(cluster)
+    if gpus_per_job is not None:
+        W.check_gpus_per_job(gpus_per_job)
     _check_settings(settings.get("seeds", ()), settings.get("snapshot_epochs", ()))
     _check_unreachable(settings.get("unreachable", "raise"))
     if not archs or not datasets:
@@ -362,13 +368,13 @@ def study(archs: Sequence[str], datasets: Mapping[str, ImageData], *, workers: i
         _check_target(settings["adv_target"], datasets)
     device = str(device)
     pairs = [(a, d) for a in archs for d in datasets]
-    parallel = workers > 1 and len(pairs) > 1
+    parallel = W.runs_remotely(workers, len(pairs), cluster)
     jobs = []
     for a, d in pairs:
         ds = datasets[d]
         by_name = parallel and ds.source != "synthetic"
         jobs.append(dict(settings, arch=a, dataset=d if by_name else ds, device=device,
                          checksum=ds.checksum if by_name else None))
-    results = W.run_jobs(study_pair, jobs, workers=workers, threads=threads,
-                         labels=[f"{a} on {d}" for a, d in pairs])
+    results = W.run_jobs(study_pair, jobs, workers=workers, threads=threads, cluster=cluster,
+                         gpus_per_job=gpus_per_job, labels=[f"{a} on {d}" for a, d in pairs])
     return dict(zip(pairs, results))
