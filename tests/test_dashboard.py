@@ -84,6 +84,12 @@ def test_derived_verdict_rules():
     assert dashboard.gain_verdict([2.3], [0.01], 0.05) == "holds"
 
 
+def test_observation_flags_read_as_verdict_words():
+    from paramstress.corruption import vulnerability
+    assert vulnerability.verdict_word(True) == "holds" and vulnerability.verdict_word(False) == "does not hold"
+    assert vulnerability.verdict_word(None) == vulnerability.verdict_word(float("nan")) == "not tested"
+
+
 def test_links_name_a_heading_of_the_page():
     for r in dashboard.rows():
         cells = json.loads(dashboard.notebook_path(r.page).read_text())["cells"]
