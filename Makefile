@@ -8,6 +8,8 @@
 #                               `paper` profile on a cluster")
 #   make ci-notebooks           regenerate tests/notebooks/ (CI-profile executed copies)
 #   make html                   build the book from the executed notebooks, no execution
+#   make verify [PAGES=...] [OUT=dir]  re-execute the `local` pages pinned into a scratch folder and
+#                               compare every glued value and CSV with book/; non-zero on any difference
 #   make browser-check          open _build/html in headless Chromium and check the pages
 # Data: DATA_MIRROR=../shared/data (or $PARAMSTRESS_DATA_MIRROR) names an offline mirror.
 
@@ -26,7 +28,7 @@ ifdef DATA_MIRROR
 export PARAMSTRESS_DATA_MIRROR := $(abspath $(DATA_MIRROR))
 endif
 
-.PHONY: env book execute html test unit nbval run ci-notebooks browser-check benchmarks clean
+.PHONY: env book execute html test unit nbval run verify ci-notebooks browser-check benchmarks clean
 
 env: $(STAMP)
 
@@ -65,6 +67,9 @@ run: env
 # torch, oneDNN and MKL pick for the processor (copies written on an AVX-512 machine
 # trained to other weights than on an AVX2 one): both targets cap them at AVX2.
 REPRO := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
+verify: env
+	$(REPRO) $(BIN)/python -m paramstress.book.verify $(PAGES) $(if $(OUT),--out $(OUT))
 
 ci-notebooks: env
 	$(REPRO) $(BIN)/python -m paramstress.runner all --ci-copies
