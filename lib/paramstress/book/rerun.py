@@ -82,7 +82,8 @@ def box_markdown(page: str) -> str:
         lines.append(f"| `{profile}`{' (published)' if profile == published else ''} | "
                      f"{text.replace('|', '/')} | {measured(page, profile)} |")
     lines += ["", f"Every parameter and profile: `params/{page}.yml`. A measured cost is the wall time in the "
-                  "provenance table of the executed copy. GPU runs, data and the book's build times: "
+                  "provenance table of the executed copy: the notebook's own clock, from its first cell to its last, "
+                  "with the trained models and sweeps it found cached (a cold run trains them too). GPU runs, data and the book's build times: "
                   "[Running the book](running.md).", ""]
     files = data_files(page)
     if files:
