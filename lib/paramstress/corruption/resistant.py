@@ -78,6 +78,7 @@ __all__ = [
     "resistance_claim",
     "resistance_claims",
     "claim_outcome",
+    "claim_numbers",
     "claim_table",
     "claim_verdict",
     "claim_verdicts",
@@ -526,6 +527,19 @@ def claim_outcome(claims: pd.DataFrame, trainer: str) -> str:
     if (part["verdict"] == NOT_TESTED).all():
         return NOT_TESTED
     return DOES_NOT_HOLD
+
+
+def claim_numbers(claims: pd.DataFrame, trainer: str, *, metric: str = "accuracy") -> dict[str, float]:
+    """The numbers behind one trainer's verdict at the smallest ε its claim was checked at
+    (its first row of :func:`resistance_claim`): ``eps``, the seed means ``baseline`` and
+    ``proposed`` (``metric``), the mean paired ``gain`` and its Holm-adjusted one-sided ``p``;
+    ``{}`` when the baseline never lost enough for the claim to be checked."""
+    part = claims[claims["trainer"] == trainer].sort_values("eps")
+    if part.empty:
+        return {}
+    row = part.iloc[0]
+    return {"eps": float(row["eps"]), "baseline": float(row["baseline"]), "proposed": float(row[metric]),
+            "gain": float(row["gain"]), "p": float(row["p_adjusted"])}
 
 
 def claim_table(claims: pd.DataFrame, *, labels: Mapping[str, str] | None = None, metric: str = "accuracy",
