@@ -68,6 +68,7 @@ __all__ = [
     "flatness_findings",
     "TRAINER_LABELS",
     "holdout_split",
+    "load_holdout_split",
     "trainer_specs",
     "corrupted_accuracy",
     "select_virtual",
@@ -99,6 +100,15 @@ TRAINER_LABELS: dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- data
+def load_holdout_split(dataset: str, train: int | None, validation: int, seed: int = 0) -> ImageData:
+    """:func:`holdout_split` of the data set named ``dataset``, loaded through the data layer:
+    what a worker process rebuilds for :func:`paramstress.engine.training.train_many`
+    (``functools.partial(load_holdout_split, name, train, validation, seed)``)."""
+    from paramstress.engine import data as D
+
+    return holdout_split(D.load(dataset), train, validation, seed)
+
+
 def holdout_split(data: ImageData, train: int | None, validation: int, seed: int = 0) -> ImageData:
     """Training images and a disjoint validation set, both from ``data``'s training split.
 

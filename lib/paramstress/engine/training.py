@@ -109,12 +109,13 @@ have ``requires_grad=False`` while an objective runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
@@ -157,6 +158,7 @@ __all__ = [
     "seeded_generator",
     "snapshot_path",
     "train",
+    "train_many",
     "pretrained_result",
 ]
 
@@ -1443,3 +1445,83 @@ def _cached_result(model: nn.Module, cfg: TrainConfig, key: str, path: Path, sta
         model, cfg, history, history[-1].test_accuracy, key, path,
         epochs_trained=0, resumed_from_epoch=int(state["epoch"]), from_cache=True, snapshots=snapshots,
     )
+
+
+def _train_job(cfg: TrainConfig, rebuild: Callable[[], ImageData], identity: dict[str, Any], device: str,
+               checkpoint_dir: str, registers: str) -> dict[str, Any]:
+    """One :func:`train_many` job in a worker process: import the module that registers the
+    objective (a fresh process has only the built-in one), rebuild the data, check it is the
+    caller's, train (or find the finished checkpoint) and say which."""
+    import importlib
+
+    importlib.import_module(registers)
+    data = rebuild()
+    if _data_identity(data) != identity:
+        raise ValueError(f"{data.name}: the data rebuilt in the worker process differ from the caller's "
+                         f"({_data_identity(data)} vs {identity}); point every process at the same data "
+                         "(PARAMSTRESS_DATA / PARAMSTRESS_DATA_MIRROR) and give a rebuild that makes the "
+                         "caller's split")
+    result = train(None, data, cfg, device=device, checkpoint_dir=checkpoint_dir, progress=False)
+    return {"from_cache": result.from_cache, "epochs_trained": result.epochs_trained,
+            "resumed_from_epoch": result.resumed_from_epoch}
+
+
+def train_many(data: ImageData, configs: Sequence[TrainConfig], *, checkpoint_dir: str | os.PathLike[str] | None,
+               rebuild: Callable[[], ImageData] | None = None, workers: int = 1, threads: int | None = None,
+               cluster: str | None = None, gpus_per_job: float | None = None,
+               device: str | torch.device | None = None, progress: bool = False) -> list[TrainResult]:
+    """``[train(None, data, cfg, ...) for cfg in configs]``: independent trainings (trainers ×
+    seeds) through the one job executor, :func:`paramstress.engine.workers.run_jobs`.
+
+    ``workers=1`` without a cluster trains one after another in this process, exactly that
+    list comprehension. With ``workers > 1`` (a local Ray instance) or a ``cluster`` (or
+    ``$PARAMSTRESS_RAY_CLUSTER``), each configuration is a job: the worker process calls
+    ``rebuild()`` to make the data itself (jobs carry names and small tables, never the
+    data: ``rebuild`` is a picklable zero-argument callable, e.g.
+    ``functools.partial(data.load, "mnist")``; default: load ``data.name``), checks that they
+    are the caller's (name, checksum, sizes, label digest: the cache key's data identity),
+    trains, and writes the checkpoint into ``checkpoint_dir``; this process then reads each
+    finished checkpoint back (a shared path on a cluster). The models and histories equal
+    the serial run's (the same code on the same data, with ``threads`` intra-op threads per
+    job: pin the caller to the same count), and ``from_cache`` / ``epochs_trained`` say what
+    the worker did. Everything is checked before any training: the configurations, the
+    executor's arguments, and that the parallel path has a checkpoint folder.
+    """
+    from paramstress.engine import workers as W
+
+    configs = list(configs)
+    for cfg in configs:
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"configs must be TrainConfig objects, got {type(cfg).__name__}")
+        cfg.validate()
+        make_objective(cfg.objective, cfg.objective_params)  # a registered name and parameters it accepts
+    if not W.runs_remotely(workers, len(configs), cluster):
+        return [train(None, data, cfg, device=device, checkpoint_dir=checkpoint_dir, progress=progress)
+                for cfg in configs]
+    if checkpoint_dir is None:
+        raise ValueError("training in worker processes needs checkpoint_dir: the trained models come back through "
+                         "it (training.default_checkpoint_dir(), a shared path on a cluster); or use workers=1")
+    if rebuild is None:
+        if data.source == "synthetic":
+            raise ValueError(f"{data.name} is synthetic (built in this process): give rebuild=, a picklable "
+                             "callable that makes the same data in a worker, or use workers=1")
+        from paramstress.engine import data as D
+
+        rebuild = functools.partial(D.load, data.name)
+    where = "cpu" if device is None and cluster is None and not torch.cuda.is_available() else \
+        str(device if device is not None else _default_device())
+    jobs = [dict(cfg=cfg, rebuild=rebuild, identity=_data_identity(data), device=where,
+                 checkpoint_dir=str(checkpoint_dir), registers=_OBJECTIVES[cfg.objective].__module__)
+            for cfg in configs]
+    done = W.run_jobs(_train_job, jobs, workers=workers, threads=threads, cluster=cluster,
+                      gpus_per_job=gpus_per_job, progress=progress,
+                      labels=[f"{cfg.model} {cfg.objective} seed {cfg.seed}" for cfg in configs])
+    results = []
+    for cfg, what in zip(configs, done):
+        back = train(None, data, cfg, device=device, checkpoint_dir=checkpoint_dir, progress=False)
+        if not back.from_cache:  # the worker's checkpoint was not found here: not a shared folder
+            raise RuntimeError(f"{cfg.model} seed {cfg.seed}: the checkpoint a worker wrote is not in "
+                               f"{checkpoint_dir} here (trained again in this process); put checkpoint_dir on a "
+                               "path every node shares")
+        results.append(dataclasses.replace(back, **what))
+    return results
