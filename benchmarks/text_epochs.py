@@ -1,6 +1,6 @@
 """Seconds per training epoch, per evaluation and per gradient of the text tasks at a profile's sizes.
 
-    python benchmarks/text_epochs.py [--profile gpu] [--tasks ptb-lm ptb-parsing de-en] [--epochs 1]
+    python benchmarks/text_epochs.py [--profile gpu|ci] [--tasks ptb-lm ptb-parsing de-en] [--epochs 1]
                                      [--device cuda] [--set de-en.max_tokens=2048 ...]
 
 Why: the gpu profiles of text_tasks, text_vulnerability and text_resistant_training (issue 29
@@ -12,7 +12,9 @@ matter), then times one evaluation on the task's evaluation split (De-En: beam s
 on the whole test split at the gpu profile) and one gradient (Algorithm 2). It prints one line
 per task, and a JSON line at the end, with which a profile's epochs and sweep sizes are set:
 a page's time is about ``epochs x epoch_s + (sweep points) x evaluate_s``.
-Nothing is cached (a temporary checkpoint folder), so every run measures training.
+Nothing is cached (a temporary checkpoint folder), so every run measures training. Without
+``--profile`` the sizes are the gpu profile's on CUDA and the ci profile's on a CPU (so that
+``make benchmarks`` stays short there).
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ def _sync(device: torch.device) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="gpu", help="profile of params/text_tasks.yml whose sizes are timed")
+    ap.add_argument("--profile", default=None,
+                    help="profile of params/text_tasks.yml whose sizes are timed (default: gpu on CUDA, else ci)")
     ap.add_argument("--tasks", nargs="+", default=None, help="task keys (default: the profile's text_tasks)")
     ap.add_argument("--epochs", type=int, default=1, help="epochs trained per task (the first includes warm-up)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.epochs < 1:
         ap.error("--epochs must be >= 1")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.profile is None:
+        args.profile = "gpu" if device.type == "cuda" else "ci"
     values = profiles.parameters("text_tasks", args.profile)
     task_params = {k: dict(v) for k, v in values["task_params"].items()}
     for item in args.set:
@@ -59,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             parsed = value
         task_params.setdefault(key, {})[name] = parsed
     keys = args.tasks or list(values["text_tasks"])
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"text tasks at profile {args.profile!r} on {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""), flush=True)
     report = {}
