@@ -158,6 +158,43 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
+def committed_seconds(notebook: str, profile: str) -> float | None:
+    """The wall time of the repository's executed copy of ``notebook`` at ``profile`` (the
+    published page, or the nbval copy at ``ci``), from its provenance table; ``None`` if none."""
+    from paramstress.book.dashboard import provenance
+
+    row = provenance(notebook, ci=profile == "ci" and profiles.published(notebook) != "ci")
+    if row.get("profile", "").split(" ")[0] != profile:
+        return None
+    try:
+        return float(row.get("wall time", "").split(" ")[0].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _cache_files() -> set[str]:
+    """The files under the checkpoint folder (trained models, snapshots, cached sweeps)."""
+    from paramstress.engine import training
+
+    folder = training.default_checkpoint_dir()
+    return {str(p) for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+
+
+def summary_table(done: list[tuple[str, str, float, float | None, int]]) -> str:
+    """The end of a multi-page run: each page's seconds beside its committed run's, and the
+    cache files it wrote (0: everything it needed was cached)."""
+    width = max(len(d[0]) for d in done)
+    lines = ["", f"{'page':<{width}}  profile  seconds  committed run  new cache files"]
+    for name, profile, seconds, expected, written in done:
+        lines.append(f"{name:<{width}}  {profile:<7}  {seconds:>7.0f}  "
+                     f"{'—' if expected is None else f'{expected:.0f}':>13}  {written:>15}")
+    total = sum(d[2] for d in done)
+    known = [d[3] for d in done if d[3] is not None]
+    lines.append(f"{'all':<{width}}  {'':<7}  {total:>7.0f}  {sum(known) if known else 0:>13.0f}  "
+                 f"{sum(d[4] for d in done):>15}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="paramstress-run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,11 +234,23 @@ def main(argv: list[str] | None = None) -> int:
             target = target_path(name, profile, args.out, args.ci_copies)
             preflight(name, params)
             plan.append((name, profile, target))
+        expected = [committed_seconds(name, profile) for name, profile, _ in plan]
+        caches = _cache_files()
+        started, done = time.perf_counter(), []
         with _environment(executor):
             for i, (name, profile, target) in enumerate(plan, 1):
-                print(f"[{i}/{len(plan)}] {name} @ {profile} → {target}", flush=True)
+                left = [e for e in expected[i - 1:] if e is not None]
+                estimate = (f"; the {len(expected) - i + 1} left took ~{sum(left) / 60:.0f} min in their committed runs"
+                            if left else "")
+                print(f"[{i}/{len(plan)}] {name} @ {profile} → {target} "
+                      f"({time.perf_counter() - started:.0f} s elapsed{estimate})", flush=True)
                 seconds = execute(name, profile, overrides, target)
+                now = _cache_files()
+                done.append((name, profile, seconds, expected[i - 1], len(now - caches)))
+                caches = now
                 print(f"[{i}/{len(plan)}] {name} done in {seconds:.1f} s", flush=True)
+        if len(done) > 1:
+            print(summary_table(done), flush=True)
     except Exception as err:
         from paramstress.engine import data
 
