@@ -246,10 +246,18 @@ def check_page(browser: Browser, url: str, shot: Path) -> tuple[dict[str, Any], 
         failures.append(f"{info['math_errors']} MathJax error(s) (mjx-merror) in the rendered math")
     if "Traceback (most recent call last)" in info["text"]:
         failures.append("shows a Python traceback")
+    # the whole page: a window as tall as the page (Chromium's captureBeyondViewport shifted the
+    # layout of long pages sideways), then back to the reading size for the next page
     height = min(max(int(info["height"]), 900), MAX_SHOT_HEIGHT)
-    shot_data = browser.send("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}}, session=True, timeout=120)["data"]
+    browser.send("Emulation.setDeviceMetricsOverride",
+                 {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=True)
+    try:
+        time.sleep(0.3)  # let the page lay itself out at the new height
+        shot_data = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False},
+                                 session=True, timeout=120)["data"]
+    finally:
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=True)
     shot.write_bytes(base64.b64decode(shot_data))
     return info, failures
 
