@@ -30,3 +30,17 @@ def test_a_multi_page_run_prints_progress_and_a_summary(monkeypatch, capsys, tmp
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("quickstart ", "vulnerability ", "all "))}
     assert rows["quickstart"][1:3] == ["local", "2"] and rows["quickstart"][-1] == "1"
     assert rows["all"][-1] == "2"
+
+
+def test_the_injected_parameters_cell_is_removed_from_the_html(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters", "remove-cell"]}),
+        nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(x)", metadata={"tags": ["hide-input"]})])
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    runner.hide_injected_parameters(path)
+    tags = [c.metadata.get("tags") for c in nbformat.read(path, as_version=4).cells]
+    assert tags == [["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], ["hide-input"]]

@@ -91,6 +91,23 @@ def preflight(notebook: str, params: dict[str, Any]) -> None:
             data.verify(name)  # raises UnknownDataset / DataNotFound / ChecksumMismatch with the fix
 
 
+def hide_injected_parameters(notebook: Path) -> None:
+    """Tag the cell papermill injects (``injected-parameters``) ``remove-cell``, as the
+    notebooks' own parameters cell is: the page's provenance table lists the parameters once,
+    with what the run changed from its profile, so the HTML shows neither cell."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+            changed = True
+    if changed:
+        nbformat.write(nb, notebook)
+
+
 def execute(notebook: str, profile: str, overrides: dict[str, Any], target: Path) -> float:
     import papermill
 
@@ -115,6 +132,7 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any], target: Path
         raise RunError(f"{notebook} at profile {profile!r} failed: {getattr(err, 'ename', type(err).__name__)}: "
                        f"{evalue}\n(partial notebook: {failed})") from err
     else:
+        hide_injected_parameters(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; an executed notebook is an ordinary file
         os.replace(tmp, target)
     finally:
