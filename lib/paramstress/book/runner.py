@@ -22,7 +22,6 @@ notebook goes to ``runs/failed/`` and the exit status is non-zero.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ast
 import os
 import sys
@@ -159,23 +158,6 @@ def _executor_environment(cluster: str | None, gpus_per_job: float | None) -> di
     return values
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """``values`` in ``os.environ`` for the block (the kernels started in it inherit them), the
-    caller's environment restored afterwards: ``main`` called in a process (a test, a notebook)
-    must not leave a cluster address or a GPU share behind for that process's later studies."""
-    before = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def committed_seconds(notebook: str, profile: str) -> float | None:
     """The wall time of the repository's executed copy of ``notebook`` at ``profile`` (the
     published page, or the nbval copy at ``ci``), from its provenance table; ``None`` if none."""
@@ -255,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         expected = [committed_seconds(name, profile) for name, profile, _ in plan]
         caches = _cache_files()
         started, done = time.perf_counter(), []
-        with _environment(executor):
+        from paramstress.engine import workers
+
+        # the kernels inherit --cluster / --gpus-per-job; this process gets its environment back:
+        # main called in a process (a test, a notebook) must not leave them for its later studies
+        with workers.environment(executor):
             for i, (name, profile, target) in enumerate(plan, 1):
                 left = [e for e in expected[i - 1:] if e is not None]
                 estimate = (f"; the {len(expected) - i + 1} left took ~{sum(left) / 60:.0f} min in their committed runs"

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["run_jobs", "runs_remotely", "ray_session", "loopback_only", "check_workers", "check_cluster", "check_gpus_per_job", "default_threads", "JobRetried",
+__all__ = ["run_jobs", "environment", "runs_remotely", "ray_session", "loopback_only", "check_workers", "check_cluster", "check_gpus_per_job", "default_threads", "JobRetried",
            "CLUSTER_ENV", "GPUS_PER_JOB_ENV", "LOOPBACK"]
 
 #: Environment variables read when ``cluster`` / ``gpus_per_job`` are left at ``None``.
@@ -212,7 +212,9 @@ def _run_serial(fn, jobs, names, progress):
 
 
 @contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the block (processes started in it inherit them), the
+    caller's environment restored afterwards (a variable that was unset is unset again)."""
     before = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -237,7 +239,7 @@ def loopback_only() -> Iterator[Any]:
     Ray reads once, when it is first imported, into ``ray_constants.ENABLE_RAY_CLUSTER``:
     both are set for the block, whenever Ray was imported) and ``$RAY_USAGE_STATS_ENABLED=0``.
     Without it Ray advertises and listens on the host's interfaces."""
-    with _environment(LOCAL_RAY_ENV):
+    with environment(LOCAL_RAY_ENV):
         import ray
         from ray._private import ray_constants  # the flag Ray's node startup reads; no public setter
 
@@ -261,7 +263,7 @@ def ray_session(*, workers: int = 1, cluster: str | None = None, gpus_per_job: f
     cluster = check_cluster(cluster)
     gpus_per_job = check_gpus_per_job(gpus_per_job)
     local = cluster is None or _is_loopback(cluster)
-    with loopback_only() if local else _environment({"RAY_USAGE_STATS_ENABLED": "0"}):
+    with loopback_only() if local else environment({"RAY_USAGE_STATS_ENABLED": "0"}):
         import ray
 
         if ray.is_initialized():  # a session opened around several calls: use it, leave it open
@@ -277,7 +279,7 @@ def ray_session(*, workers: int = 1, cluster: str | None = None, gpus_per_job: f
             # the workers import the jobs' functions from this process's sys.path, as spawned processes would
             path = os.pathsep.join([p for p in sys.path if p and os.path.isdir(p)]
                                    + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-            with _environment({"PYTHONPATH": path}):
+            with environment({"PYTHONPATH": path}):
                 ray.init(num_cpus=workers, num_gpus=gpus, _node_ip_address=LOOPBACK, **common)
         else:
             ray.init(address=cluster, **common, **(dict(_node_ip_address=LOOPBACK) if local else {}))
