@@ -65,6 +65,7 @@ __all__ = [
     "TaskTrainResult",
     "task_config_hash",
     "train_task",
+    "train_tasks",
     "task_gradient",
     "task_corruption_sweep",
     "task_corrupted_scores",
@@ -395,6 +396,65 @@ def train_task(
 
 
 # --------------------------------------------------------------------------- corruption
+def _train_task_job(key: str, params: dict[str, Any], identity: Any, cfg: TaskTrainConfig, device: str,
+                    checkpoint_dir: str) -> bool:
+    """One :func:`train_tasks` job in a worker process: build the task from its key and
+    parameters, check it is the caller's, train (or find the finished checkpoint); whether it
+    was loaded."""
+    task = build_task(key, device=device, **params)
+    if task.identity() != identity:
+        raise ValueError(f"{key}: the task built in the worker process differs from the caller's "
+                         f"({task.identity()} vs {identity}); point every process at the same data "
+                         "(PARAMSTRESS_DATA / PARAMSTRESS_DATA_MIRROR) and pass the parameters the task was built with")
+    return train_task(task, cfg, checkpoint_dir=checkpoint_dir).loaded
+
+
+def train_tasks(tasks: Mapping[str, Task], jobs: Sequence[tuple[str, TaskTrainConfig]], *,
+                params: Mapping[str, Mapping[str, Any]], checkpoint_dir: str | os.PathLike[str] | None,
+                workers: int = 1, threads: int | None = None, cluster: str | None = None,
+                gpus_per_job: float | None = None, progress: bool = False) -> list[TaskTrainResult]:
+    """``[train_task(tasks[key], cfg, ...) for key, cfg in jobs]`` through the one job executor
+    (:func:`paramstress.engine.workers.run_jobs`), the text counterpart of
+    :func:`paramstress.engine.training.train_many`.
+
+    ``workers=1`` without a cluster is that loop in this process. Otherwise each job runs in
+    a Ray worker, which builds the task itself (:func:`build_task` with ``params[key]``, the
+    plain values the task was built with; jobs carry names and small tables, never data),
+    checks its identity against the caller's, trains and writes the checkpoint; this process
+    then reads each finished checkpoint back (``loaded`` says what the worker did). The models
+    equal the serial run's. Checked before anything trains: every key is a built task with
+    its parameters, every config a :class:`TaskTrainConfig`, a checkpoint folder for the
+    parallel path, and the executor's arguments."""
+    from paramstress.engine import workers as W
+
+    jobs = list(jobs)
+    for key, cfg in jobs:
+        if key not in tasks or key not in params:
+            raise ValueError(f"job for task {key!r}: give its built task in tasks and its parameters in params "
+                             f"(built: {sorted(tasks)}, parameters for: {sorted(params)})")
+        if not isinstance(cfg, TaskTrainConfig):
+            raise TypeError(f"job for task {key!r}: the config must be a TaskTrainConfig, got {type(cfg).__name__}")
+    if not W.runs_remotely(workers, len(jobs), cluster):
+        return [train_task(tasks[key], cfg, checkpoint_dir=checkpoint_dir, progress=progress) for key, cfg in jobs]
+    if checkpoint_dir is None:
+        raise ValueError("training in worker processes needs checkpoint_dir: the trained models come back through "
+                         "it (training.default_checkpoint_dir(), a shared path on a cluster); or use workers=1")
+    runs = [dict(key=key, params=dict(params[key]), identity=tasks[key].identity(), cfg=cfg,
+                 device=str(getattr(tasks[key], "device", "cpu")), checkpoint_dir=str(checkpoint_dir))
+            for key, cfg in jobs]
+    loaded = W.run_jobs(_train_task_job, runs, workers=workers, threads=threads, cluster=cluster,
+                        gpus_per_job=gpus_per_job, progress=progress,
+                        labels=[f"{key} {cfg.objective} seed {cfg.seed}" for key, cfg in jobs])
+    results = []
+    for (key, cfg), was_loaded in zip(jobs, loaded):
+        back = train_task(tasks[key], cfg, checkpoint_dir=checkpoint_dir)
+        if not back.loaded:
+            raise RuntimeError(f"{key} seed {cfg.seed}: the checkpoint a worker wrote is not in {checkpoint_dir} "
+                               "here (trained again in this process); put checkpoint_dir on a path every node shares")
+        results.append(dataclasses.replace(back, loaded=was_loaded))
+    return results
+
+
 def task_gradient(task: Task, model: nn.Module, params: C.ParamsLike | None = None) -> torch.Tensor:
     """Algorithm 2, step 1, for a task: ``g = ∂L(w; D)/∂w`` of ``task.gradient_loss``
     averaged over every unit of ``task.gradient_batches()`` (eval mode). ``params``
