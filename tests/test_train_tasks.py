@@ -57,3 +57,17 @@ def test_bad_jobs_are_refused_before_anything_trains(built, tmp_path, monkeypatc
         T.train_tasks(built, [("ptb-lm", cfg), ("ptb-lm", cfg)], params=CI["task_params"], checkpoint_dir=None,
                       workers=2)
     assert not list(tmp_path.iterdir())
+
+
+def test_task_table2_on_workers_needs_the_tasks_parameters_before_anything_trains(built, tmp_path, monkeypatch):
+    from paramstress.corruption import resistant as R
+
+    monkeypatch.setattr(W, "run_jobs", lambda *a, **k: pytest.fail("the executor was reached"))
+    task = built["ptb-parsing"]
+    with pytest.raises(ValueError, match="give task_params"):
+        R.task_table2(task, task, CI["train_params"]["ptb-parsing"], virtual_eps=[0.02], eval_eps=[0.01],
+                      checkpoint_dir=tmp_path, workers=2)
+    with pytest.raises(ValueError, match="workers must be"):
+        R.task_table2(task, task, CI["train_params"]["ptb-parsing"], virtual_eps=[0.02], eval_eps=[0.01],
+                      checkpoint_dir=tmp_path, workers=0)
+    assert not list(tmp_path.iterdir())

@@ -54,6 +54,7 @@ from torch import nn
 
 from paramstress.corruption import operators as C
 from paramstress.engine import stats as S
+from paramstress.engine import workers as W
 from paramstress.engine.data import ImageData
 from paramstress.corruption.objectives import OBJECTIVE_LABELS, parse_p
 from paramstress.engine.training import make_objective
@@ -712,6 +713,8 @@ def task_table2(
     clean_tolerance: float = 1.0,
     checkpoint_dir: Any = None,
     progress: bool = False,
+    workers: int = 1,
+    task_params: Mapping[str, Any] | None = None,
 ) -> TaskTable2:
     """Table 2 for one task of :mod:`paramstress.tasks` (Sun et al. 2021, Eqs. 13/16, Table 2).
 
@@ -730,8 +733,11 @@ def task_table2(
 
     ``task`` and ``validation_task`` must be the same task with the same training data
     (their :meth:`identity` must agree), differing only in the split they evaluate.
-    Models are cached by :func:`paramstress.tasks.train_task`. Weights are restored
-    bit-identically after every corruption.
+    Models are cached by :func:`paramstress.tasks.train_task`; the trainings of steps 1 and
+    4 are independent jobs of :func:`paramstress.tasks.train_tasks` (``workers``: 1 one after
+    another in this process; N a local Ray instance, or ``$PARAMSTRESS_RAY_CLUSTER``, whose
+    workers build the task from ``task_params``, the plain values it was built with, so
+    these are needed then). Weights are restored bit-identically after every corruption.
     """
     import time
 
@@ -763,14 +769,19 @@ def task_table2(
     histories: dict[tuple[str, float | None, int], list[dict[str, float]]] = {}
     grads: dict[tuple[str, float | None, int], torch.Tensor] = {}
 
+    def train_all(keys: Sequence[tuple[str, float | None, int]]) -> None:
+        todo = [k for k in dict.fromkeys(keys) if k not in models]
+        began = time.perf_counter()
+        done = T.train_tasks({task.key: task}, [(task.key, config(seed, size)) for _, size, seed in todo],
+                             params={task.key: dict(task_params or {})}, checkpoint_dir=checkpoint_dir,
+                             workers=workers, progress=progress)
+        seconds["training"] += time.perf_counter() - began
+        for k, result in zip(todo, done):
+            models[k], histories[k] = result.model, result.history
+
     def model_for(trainer: str, size: float | None, seed: int) -> nn.Module:
-        key = (trainer, size, seed)
-        if key not in models:
-            began = time.perf_counter()
-            result = T.train_task(task, config(seed, size), checkpoint_dir=checkpoint_dir, progress=progress)
-            seconds["training"] += time.perf_counter() - began
-            models[key], histories[key] = result.model, result.history
-        return models[key]
+        train_all([(trainer, size, seed)])
+        return models[trainer, size, seed]
 
     def scores(on: Any, trainer: str, size: float | None, seed: int) -> pd.DataFrame:
         model = model_for(trainer, size, seed)
@@ -785,11 +796,17 @@ def task_table2(
     for size in (None, *virtual):  # every config and objective checked before the first step
         cfg = config(seeds[0], size)
         make_objective(cfg.objective, cfg.objective_params)
+    W.check_workers(workers)
+    if W.runs_remotely(workers, 2, None) and task_params is None:
+        raise ValueError("training in worker processes builds the task there: give task_params, the parameters "
+                         "the task was built with (params/text_tasks.yml's task_params[key]); or use workers=1")
     first = seeds[0]
+    train_all([("baseline", None, first), *[("resistant", size, first) for size in virtual]])  # step 1
     base_val = scores(validation_task, "baseline", None, first)
     search = pd.concat([scores(validation_task, "resistant", size, first) for size in virtual], ignore_index=True)
     chosen, selection = select_virtual(search, base_val, clean_tolerance=clean_tolerance, metric=metric,
                                        higher_is_better=better)
+    train_all([(trainer, size, seed) for seed in seeds for trainer, size in (("baseline", None), ("resistant", chosen))])
     results = pd.concat([frame for seed in seeds for frame in
                          (scores(task, "baseline", None, seed), scores(task, "resistant", chosen, seed))],
                         ignore_index=True)
