@@ -389,3 +389,26 @@ def test_first_last_summary_counts_by_hand():
                     "linear layer (`fc`) in 1; on average 1.5 of 3 layers are frozen per segment.")
     with pytest.raises(ValueError, match="lacks"):
         S.first_last_summary(pd.DataFrame(rows).drop(columns="seed"), ["conv1"])
+
+
+def test_the_chains_on_two_ray_workers_equal_the_serial_chains(data: ImageData, tmp_path: Path):
+    """Parents and every stage's selective and control segments as jobs on a local 2-CPU Ray
+    instance (the data rebuilt by the workers): the same frozen sets and the same weights."""
+    import functools
+
+    by_seed = {0: {"0": -0.5, "4": -0.01, "9": 0.2}, 1: {"0": -0.4, "4": 0.02, "9": 0.1},
+               2: {"0": -0.6, "4": -0.03, "9": 0.3}}
+    cfgs = {s: parent_config(seed=s) for s in by_seed}
+    runs = {}
+    for where, extra in (("serial", {}), ("ray", dict(workers=2, threads=1, rebuild=functools.partial(make_data)))):
+        scorers = {s: FakeScorer({1: by_seed[s]}) for s in by_seed}
+        runs[where] = S.selective_backprop_seeds(data, cfgs, (1, 2), scorers, freeze_rule="seeds", alpha=0.05,
+                                                 checkpoint_dir=tmp_path / where, device="cpu", score_last=False,
+                                                 **extra)
+    for seed in by_seed:
+        a, b = runs["serial"][seed], runs["ray"][seed]
+        assert a.stages[0].fragile == b.stages[0].fragile == ("0",)
+        for arm in ("selective", "control"):
+            wa, wb = a.runs[arm][2].model.state_dict(), b.runs[arm][2].model.state_dict()
+            assert all(torch.equal(wa[k], wb[k]) for k in wa)
+            assert not b.runs[arm][2].from_cache  # trained in a worker, not here

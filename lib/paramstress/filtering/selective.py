@@ -339,6 +339,9 @@ def selective_backprop_seeds(
     device: str | torch.device | None = None,
     progress: bool = False,
     score_last: bool = True,
+    workers: int = 1,
+    threads: int | None = None,
+    rebuild: Callable[[], ImageData] | None = None,
 ) -> dict[int, SelectiveResult]:
     """The chains of :func:`selective_backprop` for several seeds, run in lockstep:
     at each scoring epoch every seed's selective model is scored (``scorers[seed]``), then
@@ -353,6 +356,10 @@ def selective_backprop_seeds(
     - ``"tolerance"``: each seed freezes its own layers with ``Δφ < −tolerance``
       (:func:`fragile_layers`), as :func:`selective_backprop` does for one seed.
 
+    The trainings are independent jobs of :func:`paramstress.engine.training.train_many`:
+    the parents, then at each stage every seed's selective and control segments (``workers``
+    1: one after another here; N: a local Ray instance, whose jobs rebuild the data with
+    ``rebuild``, default: load ``data.name``; ``threads`` per job). The scorers run here.
     Everything (configs, epochs, rule, seeds) is validated before any training. Returns
     ``{seed: SelectiveResult}``.
     """
@@ -396,11 +403,14 @@ def selective_backprop_seeds(
         raise ValueError("the seeds' configs build networks with different layers: give every seed the same model")
     layers = layer_sets.pop()
 
-    parents, configs, runs = {}, {}, {}
+    def train_all(configs_: list[training.TrainConfig]) -> list[training.TrainResult]:
+        return training.train_many(data, configs_, checkpoint_dir=folder, device=device, progress=progress,
+                                   workers=workers, threads=threads, rebuild=rebuild)
+
+    parents, configs, runs = dict(zip(seeds, train_all([cfgs[seed] for seed in seeds]))), {}, {}
     for seed in seeds:
         cfg = cfgs[seed]
-        parent = training.train(None, data, cfg, device=device, checkpoint_dir=folder, progress=progress)
-        parents[seed] = parent
+        parent = parents[seed]
         configs[seed] = {arm: {} for arm in ARMS}
         runs[seed] = {arm: {} for arm in ARMS}
         for arm in ARMS:
@@ -438,23 +448,25 @@ def selective_backprop_seeds(
             decided = {seed: (common, test) for seed in seeds}
         else:
             decided = {seed: (fragile_layers(scored[seed], tolerance), None) for seed in seeds}
-        for seed in seeds:
-            fragile, test = decided[seed]
-            if k + 1 == len(values):
+        if k + 1 == len(values):
+            for seed in seeds:
+                fragile, test = decided[seed]
                 stages[seed].append(Stage(epoch, None, scored[seed], fragile, None, None, test))
-                continue
-            nxt = values[k + 1]
-            hashes = {}
-            for arm, frozen in (("selective", fragile), ("control", ())):
+            continue
+        nxt = values[k + 1]
+        children = {}  # (seed, arm): the next segment, every seed's and arm's trained as one set of jobs
+        for seed in seeds:
+            for arm, frozen in (("selective", decided[seed][0]), ("control", ())):
                 parent_cfg = configs[seed][arm][epoch]
-                child = dataclasses.replace(
+                children[seed, arm] = dataclasses.replace(
                     cfgs[seed], epochs=nxt, keep_epochs=(nxt,), frozen=tuple(frozen),
                     init_from={"config_hash": training.config_hash(parent_cfg, data), "epoch": epoch})
-                runs[seed][arm][nxt] = training.train(None, data, child, device=device, checkpoint_dir=folder,
-                                                      progress=progress)
-                configs[seed][arm][nxt] = child
-                hashes[arm] = runs[seed][arm][nxt].config_hash
-            stages[seed].append(Stage(epoch, nxt, scored[seed], fragile, hashes["selective"], hashes["control"], test))
+        for (seed, arm), result in zip(children, train_all(list(children.values()))):
+            runs[seed][arm][nxt], configs[seed][arm][nxt] = result, children[seed, arm]
+        for seed in seeds:
+            fragile, test = decided[seed]
+            stages[seed].append(Stage(epoch, nxt, scored[seed], fragile, runs[seed]["selective"][nxt].config_hash,
+                                      runs[seed]["control"][nxt].config_hash, test))
     return {seed: SelectiveResult(data=data, parent=parents[seed], epochs=values, stages=stages[seed],
                                   configs={a: c for a, c in configs[seed].items() if c},
                                   runs={a: r for a, r in runs[seed].items() if r}, layers=layers,
