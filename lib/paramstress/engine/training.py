@@ -159,6 +159,7 @@ __all__ = [
     "snapshot_path",
     "train",
     "train_many",
+    "train_in_workers",
     "pretrained_result",
 ]
 
@@ -1447,7 +1448,7 @@ def _cached_result(model: nn.Module, cfg: TrainConfig, key: str, path: Path, sta
     )
 
 
-def _train_job(cfg: TrainConfig, rebuild: Callable[[], ImageData], identity: dict[str, Any], device: str,
+def _train_job(cfg: TrainConfig, rebuild: Callable[[], ImageData], identity: dict[str, Any], device: str | None,
                checkpoint_dir: str, registers: str) -> dict[str, Any]:
     """One :func:`train_many` job in a worker process: import the module that registers the
     objective (a fresh process has only the built-in one), rebuild the data, check it is the
@@ -1484,7 +1485,7 @@ def train_many(data: ImageData, configs: Sequence[TrainConfig], *, checkpoint_di
     finished checkpoint back (a shared path on a cluster). The models and histories equal
     the serial run's (the same code on the same data, with ``threads`` intra-op threads per
     job: pin the caller to the same count), and ``from_cache`` / ``epochs_trained`` say what
-    the worker did. Everything is checked before any training: the configurations, the
+    the worker did. ``device`` ``None`` lets each process pick its own (CUDA where it has one). Everything is checked before any training: the configurations, the
     executor's arguments, and that the parallel path has a checkpoint folder.
     """
     from paramstress.engine import workers as W
@@ -1498,9 +1499,6 @@ def train_many(data: ImageData, configs: Sequence[TrainConfig], *, checkpoint_di
     if not W.runs_remotely(workers, len(configs), cluster):
         return [train(None, data, cfg, device=device, checkpoint_dir=checkpoint_dir, progress=progress)
                 for cfg in configs]
-    if checkpoint_dir is None:
-        raise ValueError("training in worker processes needs checkpoint_dir: the trained models come back through "
-                         "it (training.default_checkpoint_dir(), a shared path on a cluster); or use workers=1")
     if rebuild is None:
         if data.source == "synthetic":
             raise ValueError(f"{data.name} is synthetic (built in this process): give rebuild=, a picklable "
@@ -1508,20 +1506,42 @@ def train_many(data: ImageData, configs: Sequence[TrainConfig], *, checkpoint_di
         from paramstress.engine import data as D
 
         rebuild = functools.partial(D.load, data.name)
-    where = "cpu" if device is None and cluster is None and not torch.cuda.is_available() else \
-        str(device if device is not None else _default_device())
-    jobs = [dict(cfg=cfg, rebuild=rebuild, identity=_data_identity(data), device=where,
+    identity = _data_identity(data)  # once: every job trains on the same data
+    jobs = [dict(cfg=cfg, rebuild=rebuild, identity=identity, device=None if device is None else str(device),
                  checkpoint_dir=str(checkpoint_dir), registers=_OBJECTIVES[cfg.objective].__module__)
             for cfg in configs]
-    done = W.run_jobs(_train_job, jobs, workers=workers, threads=threads, cluster=cluster,
-                      gpus_per_job=gpus_per_job, progress=progress,
-                      labels=[f"{cfg.model} {cfg.objective} seed {cfg.seed}" for cfg in configs])
+    return train_in_workers(
+        _train_job, jobs, lambda i: train(None, data, configs[i], device=device, checkpoint_dir=checkpoint_dir,
+                                          progress=False),
+        cached="from_cache", checkpoint_dir=checkpoint_dir, workers=workers, threads=threads, cluster=cluster,
+        gpus_per_job=gpus_per_job, progress=progress,
+        labels=[f"{cfg.model} {cfg.objective} seed {cfg.seed}" for cfg in configs])
+
+
+def train_in_workers(fn: Callable[..., dict[str, Any]], jobs: Sequence[dict[str, Any]], read_back: Callable[[int], Any],
+                     *, cached: str, checkpoint_dir: str | os.PathLike[str] | None, labels: Sequence[str],
+                     workers: int, threads: int | None = None, cluster: str | None = None,
+                     gpus_per_job: float | None = None, progress: bool = False) -> list[Any]:
+    """Trainings as jobs of :func:`paramstress.engine.workers.run_jobs` whose models come back
+    through ``checkpoint_dir`` (:func:`train_many`, :func:`paramstress.tasks.train_tasks`).
+
+    ``fn(**job)`` trains in a worker process and returns the fields of the result that say
+    what it did (e.g. ``{"from_cache": False, ...}``); then ``read_back(i)`` loads job ``i``'s
+    finished checkpoint here, which must be found (its ``cached`` attribute true: otherwise
+    the folder is not shared with the workers, and it would have trained again here), and
+    those fields are set on it. Refused before any job starts without a checkpoint folder."""
+    from paramstress.engine import workers as W
+
+    if checkpoint_dir is None:
+        raise ValueError("training in worker processes needs checkpoint_dir: the trained models come back through "
+                         "it (training.default_checkpoint_dir(), a shared path on a cluster); or use workers=1")
+    done = W.run_jobs(fn, jobs, workers=workers, threads=threads, cluster=cluster, gpus_per_job=gpus_per_job,
+                      progress=progress, labels=labels)
     results = []
-    for cfg, what in zip(configs, done):
-        back = train(None, data, cfg, device=device, checkpoint_dir=checkpoint_dir, progress=False)
-        if not back.from_cache:  # the worker's checkpoint was not found here: not a shared folder
-            raise RuntimeError(f"{cfg.model} seed {cfg.seed}: the checkpoint a worker wrote is not in "
-                               f"{checkpoint_dir} here (trained again in this process); put checkpoint_dir on a "
-                               "path every node shares")
+    for i, (label, what) in enumerate(zip(labels, done)):
+        back = read_back(i)
+        if not getattr(back, cached):
+            raise RuntimeError(f"{label}: the checkpoint a worker wrote is not in {checkpoint_dir} here (trained "
+                               "again in this process); put checkpoint_dir on a path every node shares")
         results.append(dataclasses.replace(back, **what))
     return results

@@ -57,6 +57,7 @@ from paramstress.engine.training import (
     objective_names,
     read_checkpoint,
     seeded_generator,
+    train_in_workers,
 )
 
 __all__ = [
@@ -397,7 +398,7 @@ def train_task(
 
 # --------------------------------------------------------------------------- corruption
 def _train_task_job(key: str, params: dict[str, Any], identity: Any, cfg: TaskTrainConfig, device: str,
-                    checkpoint_dir: str) -> bool:
+                    checkpoint_dir: str) -> dict[str, bool]:
     """One :func:`train_tasks` job in a worker process: build the task from its key and
     parameters, check it is the caller's, train (or find the finished checkpoint); whether it
     was loaded."""
@@ -406,7 +407,7 @@ def _train_task_job(key: str, params: dict[str, Any], identity: Any, cfg: TaskTr
         raise ValueError(f"{key}: the task built in the worker process differs from the caller's "
                          f"({task.identity()} vs {identity}); point every process at the same data "
                          "(PARAMSTRESS_DATA / PARAMSTRESS_DATA_MIRROR) and pass the parameters the task was built with")
-    return train_task(task, cfg, checkpoint_dir=checkpoint_dir).loaded
+    return {"loaded": train_task(task, cfg, checkpoint_dir=checkpoint_dir).loaded}
 
 
 def train_tasks(tasks: Mapping[str, Task], jobs: Sequence[tuple[str, TaskTrainConfig]], *,
@@ -436,23 +437,15 @@ def train_tasks(tasks: Mapping[str, Task], jobs: Sequence[tuple[str, TaskTrainCo
             raise TypeError(f"job for task {key!r}: the config must be a TaskTrainConfig, got {type(cfg).__name__}")
     if not W.runs_remotely(workers, len(jobs), cluster):
         return [train_task(tasks[key], cfg, checkpoint_dir=checkpoint_dir, progress=progress) for key, cfg in jobs]
-    if checkpoint_dir is None:
-        raise ValueError("training in worker processes needs checkpoint_dir: the trained models come back through "
-                         "it (training.default_checkpoint_dir(), a shared path on a cluster); or use workers=1")
-    runs = [dict(key=key, params=dict(params[key]), identity=tasks[key].identity(), cfg=cfg,
+    identities = {key: tasks[key].identity() for key in dict.fromkeys(key for key, _ in jobs)}
+    runs = [dict(key=key, params=dict(params[key]), identity=identities[key], cfg=cfg,
                  device=str(getattr(tasks[key], "device", "cpu")), checkpoint_dir=str(checkpoint_dir))
             for key, cfg in jobs]
-    loaded = W.run_jobs(_train_task_job, runs, workers=workers, threads=threads, cluster=cluster,
-                        gpus_per_job=gpus_per_job, progress=progress,
-                        labels=[f"{key} {cfg.objective} seed {cfg.seed}" for key, cfg in jobs])
-    results = []
-    for (key, cfg), was_loaded in zip(jobs, loaded):
-        back = train_task(tasks[key], cfg, checkpoint_dir=checkpoint_dir)
-        if not back.loaded:
-            raise RuntimeError(f"{key} seed {cfg.seed}: the checkpoint a worker wrote is not in {checkpoint_dir} "
-                               "here (trained again in this process); put checkpoint_dir on a path every node shares")
-        results.append(dataclasses.replace(back, loaded=was_loaded))
-    return results
+    return train_in_workers(
+        _train_task_job, runs, lambda i: train_task(tasks[jobs[i][0]], jobs[i][1], checkpoint_dir=checkpoint_dir),
+        cached="loaded", checkpoint_dir=checkpoint_dir, workers=workers, threads=threads, cluster=cluster,
+        gpus_per_job=gpus_per_job, progress=progress,
+        labels=[f"{key} {cfg.objective} seed {cfg.seed}" for key, cfg in jobs])
 
 
 def task_gradient(task: Task, model: nn.Module, params: C.ParamsLike | None = None) -> torch.Tensor:
