@@ -770,7 +770,10 @@ def task_table2(
     grads: dict[tuple[str, float | None, int], torch.Tensor] = {}
 
     def train_all(keys: Sequence[tuple[str, float | None, int]]) -> None:
+        """Train (or load) every model of ``keys`` not trained yet, as one set of jobs."""
         todo = [k for k in dict.fromkeys(keys) if k not in models]
+        if not todo:
+            return
         began = time.perf_counter()
         done = T.train_tasks({task.key: task}, [(task.key, config(seed, size)) for _, size, seed in todo],
                              params={task.key: dict(task_params or {})}, checkpoint_dir=checkpoint_dir,
@@ -779,12 +782,8 @@ def task_table2(
         for k, result in zip(todo, done):
             models[k], histories[k] = result.model, result.history
 
-    def model_for(trainer: str, size: float | None, seed: int) -> nn.Module:
-        train_all([(trainer, size, seed)])
-        return models[trainer, size, seed]
-
     def scores(on: Any, trainer: str, size: float | None, seed: int) -> pd.DataFrame:
-        model = model_for(trainer, size, seed)
+        model = models[trainer, size, seed]  # trained by train_all (steps 1 and 4) before it is scored
         began = time.perf_counter()
         key = (trainer, size, seed)
         if key not in grads:
@@ -797,7 +796,7 @@ def task_table2(
         cfg = config(seeds[0], size)
         make_objective(cfg.objective, cfg.objective_params)
     W.check_workers(workers)
-    if W.runs_remotely(workers, 2, None) and task_params is None:
+    if W.runs_remotely(workers, 2, None) and task_params is None:  # 2: step 1 trains at least two models
         raise ValueError("training in worker processes builds the task there: give task_params, the parameters "
                          "the task was built with (params/text_tasks.yml's task_params[key]); or use workers=1")
     first = seeds[0]
