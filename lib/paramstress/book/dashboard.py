@@ -24,8 +24,8 @@ import ast
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -53,15 +53,24 @@ def _cells(path: str) -> tuple[dict, ...]:
     return tuple(json.loads(Path(path).read_text())["cells"])
 
 
-def glued(page: str) -> dict[str, str]:
-    """``{key: text/plain}`` of every value ``book/<page>.ipynb`` glued (its scrapbook records)."""
+def glue_outputs(cells: Iterable[dict]) -> dict[str, dict]:
+    """``{key: the output's data}`` (every representation it was recorded in) of every value
+    the notebook ``cells`` glued (their scrapbook records)."""
     out = {}
-    for cell in _cells(str(notebook_path(page))):
+    for cell in cells:
         for o in cell.get("outputs", []):
             name = (o.get("metadata", {}).get("scrapbook") or {}).get("name")
             if name:
-                text = o.get("data", {}).get(RECORD, o.get("data", {}).get("text/plain", ""))
-                out[name] = "".join(text) if isinstance(text, list) else str(text)
+                out[name] = o.get("data", {})
+    return out
+
+
+def glued(page: str) -> dict[str, str]:
+    """``{key: text/plain}`` of every value ``book/<page>.ipynb`` glued (its scrapbook records)."""
+    out = {}
+    for name, data in glue_outputs(_cells(str(notebook_path(page)))).items():
+        text = data.get(RECORD, data.get("text/plain", ""))
+        out[name] = "".join(text) if isinstance(text, list) else str(text)
     return out
 
 

@@ -7,8 +7,9 @@
 Each page published at ``local`` is executed by the runner at that profile into a scratch
 folder (never into ``book/``), and then compared with the committed page:
 
-- every glued value (the ``{glue}`` keys the book and its dashboard paste), by its
-  ``text/plain`` representation (the one myst-nb pastes as text), and the set of keys;
+- every glued value (the ``{glue}`` keys the book and its dashboard paste), in every
+  representation it was recorded in (the plain text myst-nb pastes among them; a difference
+  prints that text), and the set of keys;
 - every tidy CSV the page writes (``book/<page>.*.csv`` and ``.csv.gz``), by content (a
   gzip file's header holds its write time, so the decompressed bytes are compared); a CSV
   that differs is read back to name the first differing cells.
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paramstress.book import profiles
+from paramstress.book.dashboard import RECORD, glue_outputs
 
 __all__ = ["Difference", "glued_values", "page_tables", "compare_page", "compare", "main"]
 
@@ -47,26 +49,21 @@ class Difference:
         return f"{self.page}: {self.kind} {self.name}: published {self.published} -> fresh {self.fresh}"
 
 
-def _text(value) -> str:
-    return "".join(value) if isinstance(value, list) else str(value)
+def glued_values(notebook: Path) -> dict[str, dict]:
+    """The values a notebook glues, ``{key: the output's data}``: every representation it was
+    recorded in (:func:`paramstress.book.dashboard.glue_outputs`), all of which must match."""
+    return glue_outputs(json.loads(Path(notebook).read_text())["cells"])
 
 
-def glued_values(notebook: Path) -> dict[str, str]:
-    """The values a notebook glues, ``{key: text/plain}`` (or the richest text form it has)."""
-    cells = json.loads(Path(notebook).read_text())["cells"]
-    values = {}
-    for cell in cells:
-        for output in cell.get("outputs", []):
-            name = (output.get("metadata", {}).get("scrapbook") or {}).get("name")
-            if name:
-                data = output.get("data", {})
-                for mime in ("text/plain", "text/markdown", "text/html"):
-                    if mime in data:
-                        values[name] = _text(data[mime])
-                        break
-                else:
-                    values[name] = json.dumps(data, sort_keys=True)
-    return values
+def _shown(data: dict | None) -> str:
+    """A glued value as a difference prints it: its plain text (the text the book pastes)."""
+    if data is None:
+        return "<absent>"
+    for mime in ("text/plain", RECORD):
+        if mime in data:
+            value = data[mime]
+            return _short("".join(value) if isinstance(value, list) else str(value))
+    return _short(json.dumps(data, sort_keys=True))
 
 
 def page_tables(folder: Path, page: str) -> dict[str, bytes]:
@@ -113,8 +110,7 @@ def compare_page(page: str, published_dir: Path, fresh_dir: Path) -> list[Differ
     old, new = glued_values(published_nb), glued_values(fresh_nb)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
-            out.append(Difference(page, "glue", key, _short(old.get(key, "<absent>")),
-                                  _short(new.get(key, "<absent>"))))
+            out.append(Difference(page, "glue", key, _shown(old.get(key)), _shown(new.get(key))))
     old_t, new_t = page_tables(published_dir, page), page_tables(fresh_dir, page)
     for name in sorted(set(old_t) | set(new_t)):
         if name not in old_t or name not in new_t:
