@@ -1,6 +1,7 @@
 # paramstress: one path from data to the rendered book.
-#   make book                   environment if missing, execute the notebooks published at
-#                               `local` in place (book/), pinned as REPRO says, build _build/html
+#   make book [JOBS=2]          environment if missing, execute the notebooks published at
+#                               `local` in place (book/), pinned as REPRO says, JOBS pages side by
+#                               side (each page one thread: 2 uses both cores), build _build/html
 #   make test                   unit tests + nbval regression of the CI-profile copies
 #   make run NB=quickstart PROFILE=gpu [OUT=dir]   one notebook at a profile (runs/<profile>/)
 #   make run NB=score_landscapes PROFILE=paper CLUSTER=auto GPUS_PER_JOB=0.25
@@ -19,6 +20,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.paramstress-installed
 PROFILE ?= local
 NB     ?= all
+JOBS   ?= 2
 OUT    ?=
 CLUSTER ?=
 GPUS_PER_JOB ?=
@@ -50,7 +52,7 @@ book: execute html
 # intra-op thread per process, vector instructions capped at AVX2), so that a reader's
 # `make book` on any x86 machine computes the numbers the committed pages show.
 execute: env
-	$(REPRO) $(BIN)/python -m paramstress.runner all --profile $(PROFILE) --published-only
+	$(REPRO) $(BIN)/python -m paramstress.runner all --profile $(PROFILE) --published-only --jobs $(JOBS)
 
 html: env
 	$(BIN)/jupyter-book build . -W --builder html
@@ -69,7 +71,7 @@ run: env
 REPRO := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
 verify: env
-	$(REPRO) $(BIN)/python -m paramstress.book.verify $(PAGES) $(if $(OUT),--out $(OUT))
+	$(REPRO) $(BIN)/python -m paramstress.book.verify $(PAGES) $(if $(OUT),--out $(OUT)) --jobs $(JOBS)
 
 ci-notebooks: env
 	$(REPRO) $(BIN)/python -m paramstress.runner all --ci-copies

@@ -17,6 +17,12 @@ two never drift apart (and share cached models)::
 
     shares: {from: text_tasks, keys: [task_params, train_params]}
 
+A notebook that trains the same models as another one (the same configurations, hence the
+same cache entries) without sharing keys names it, so that a run of several pages side by
+side (``runner --jobs 2``) starts it only once that one has filled the cache::
+
+    after: [corruption_vs_filtering]
+
 The notebook's ``parameters`` cell holds the defaults, so ``papermill book/<nb>.ipynb
 out.ipynb -p key value`` runs without the runner (a test keeps the two in step).
 :func:`check` validates a run's values against the schema (JSON Schema, with the
@@ -112,12 +118,26 @@ def _load(notebook: str) -> dict[str, Any]:
             profiles[profile].update({k: source["profiles"][profile][k] for k in shares["keys"]})
     if spec.get("published") not in PROFILES:
         raise ProfileError(f"{path}: 'published' must be one of {PROFILES}")
+    after = spec.get("after", [])
+    if not isinstance(after, list) or not all(isinstance(a, str) for a in after) or notebook in after:
+        raise ProfileError(f"{path}: 'after' must list other notebooks, e.g. [corruption_vs_filtering]; got {after!r}")
+    unknown = [a for a in after if not (params_dir() / f"{a}.yml").exists()]
+    if unknown:
+        raise ProfileError(f"{path}: 'after' names {unknown}, which have no params file; known: {', '.join(notebooks())}")
     return {**spec, "profiles": profiles}
 
 
 def published(notebook: str) -> str:
     """The profile whose executed copy the book shows for ``notebook``."""
     return _load(notebook)["published"]
+
+
+def runs_after(notebook: str) -> list[str]:
+    """The notebooks whose cached models ``notebook`` reads: the one it ``shares`` keys from and
+    those it names in ``after``. A run of several pages side by side starts it after them."""
+    spec = _load(notebook)
+    first = [spec["shares"]["from"]] if spec.get("shares") else []
+    return list(dict.fromkeys(first + list(spec.get("after", []))))
 
 
 def parameters(notebook: str, profile: str = DEFAULT_PROFILE, **overrides: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     python -m paramstress.runner quickstart --profile local      # published → in place in book/
     python -m paramstress.runner all --profile gpu               # → runs/gpu/<nb>.ipynb
     python -m paramstress.runner all --ci-copies                 # → tests/notebooks/ (nbval)
-    python -m paramstress.runner all --published-only            # what `make book` executes
+    python -m paramstress.runner all --published-only --jobs 2   # what `make book` executes
     python -m paramstress.runner quickstart -p epochs 1 --out /tmp/x
     python -m paramstress.runner score_landscapes --profile paper --cluster auto --gpus-per-job 0.25
 
@@ -18,12 +18,20 @@ with the data layer's message). A run at a profile other than the notebook's
 published one never writes into ``book/``. Output is written to a temporary file and
 moved into place only when the whole notebook succeeded; a failed run's partial
 notebook goes to ``runs/failed/`` and the exit status is non-zero.
+
+``--jobs N`` executes up to N pages side by side, each in its own runner process (its log in
+``runs/logs/<page>.log``). A page starts only after the pages whose cached models it reads
+(:func:`paramstress.book.profiles.runs_after`), so two pages never train the same model at
+once; among the pages ready, the one with the longest chain of work after it (from the
+committed runs' wall times) goes first. Each page computes what it computes alone: the
+numbers do not depend on N (the pages are pinned to one intra-op thread each by ``make``).
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,6 +203,88 @@ def summary_table(done: list[tuple[str, str, float, float | None, int]]) -> str:
     return "\n".join(lines)
 
 
+def schedule_order(names: list[str], expected: dict[str, float | None],
+                   after: dict[str, list[str]]) -> tuple[dict[str, set[str]], dict[str, float]]:
+    """The dependencies among ``names`` (``after`` restricted to them) and each page's priority:
+    its expected seconds plus the longest chain of pages that wait on it (a page with no
+    committed run counts 60 s). Raises :class:`RunError` on a cycle."""
+    needs = {n: {a for a in after.get(n, []) if a in names} for n in names}
+    waiting_on = {n: [m for m in names if n in needs[m]] for n in names}
+    priority: dict[str, float] = {}
+
+    def chain(n: str, seen: tuple[str, ...]) -> float:
+        if n in seen:
+            raise RunError(f"the pages {' → '.join((*seen, n))} wait on each other ('after' / 'shares' in params/)")
+        if n not in priority:
+            own = expected.get(n)
+            priority[n] = (60.0 if own is None else own) + max(
+                (chain(m, (*seen, n)) for m in waiting_on[n]), default=0.0)
+        return priority[n]
+
+    for n in names:
+        chain(n, ())
+    return needs, priority
+
+
+def _run_side_by_side(plan: list[tuple[str, str, Path]], expected: list[float | None], jobs: int,
+                      argv_for: Any, started: float, logs: Path | None = None) -> tuple[list[tuple[str, str, float, float | None, int]], list[str]]:
+    """Execute ``plan`` in up to ``jobs`` runner processes at once (see the module docstring)."""
+    import time as _time
+
+    names = [name for name, _, _ in plan]
+    by_name = {name: (name, profile, target) for name, profile, target in plan}
+    exp = dict(zip(names, expected))
+    needs, priority = schedule_order(names, exp, {n: profiles.runs_after(n) for n in names})
+    logs = Path(logs) if logs is not None else profiles.repo_root() / "runs" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running, finished, failed = list(names), {}, set(), []
+    done = []
+    while pending or running:
+        ready = sorted((n for n in pending if needs[n] <= finished), key=lambda n: -priority[n])
+        blocked = [n for n in pending if needs[n] & set(failed)]
+        for n in blocked:  # a page whose models come from a failed page is not started
+            pending.remove(n)
+            failed.append(n)
+            print(f"[{names.index(n) + 1}/{len(names)}] {n} not started: "
+                  f"{', '.join(sorted(needs[n] & set(failed)))} failed", flush=True)
+        ready = [n for n in ready if n in pending]
+        while ready and len(running) < jobs:
+            n = ready.pop(0)
+            pending.remove(n)
+            name, profile, target = by_name[n]
+            log = logs / f"{name}.log"
+            handle = log.open("w")
+            proc = subprocess.Popen(argv_for(name, profile, target), stdout=handle, stderr=subprocess.STDOUT)
+            running[n] = (proc, handle, _time.perf_counter(), _cache_files())
+            left = [exp[m] for m in pending if exp[m] is not None]
+            print(f"[{names.index(n) + 1}/{len(names)}] {name} @ {profile} → {target} started "
+                  f"({_time.perf_counter() - started:.0f} s elapsed; log {log}; "
+                  f"{len(running)} running, {len(pending)} waiting"
+                  + (f", which took ~{sum(left) / 60:.0f} min in their committed runs)" if left else ")"),
+                  flush=True)
+        if not running:
+            break
+        _time.sleep(0.5)
+        for n, (proc, handle, began, caches) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            handle.close()
+            del running[n]
+            seconds = _time.perf_counter() - began
+            name, profile, _ = by_name[n]
+            if proc.returncode == 0:
+                finished.add(n)
+                done.append((name, profile, seconds, exp[n], len(_cache_files() - caches)))
+                print(f"[{names.index(n) + 1}/{len(names)}] {name} done in {seconds:.1f} s "
+                      f"({_time.perf_counter() - started:.0f} s elapsed)", flush=True)
+            else:
+                failed.append(n)
+                tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                print(f"[{names.index(n) + 1}/{len(names)}] {name} FAILED (exit {proc.returncode}) after "
+                      f"{seconds:.0f} s; the end of {logs / f'{name}.log'}:\n  " + "\n  ".join(tail), flush=True)
+    return done, failed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="paramstress-run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(sets $PARAMSTRESS_RAY_CLUSTER)")
     ap.add_argument("--gpus-per-job", default=None, type=float,
                     help="GPU share each job reserves, e.g. 0.25 (sets $PARAMSTRESS_GPUS_PER_JOB)")
+    ap.add_argument("--jobs", "-j", default=1, type=int,
+                    help="pages executed side by side, each in its own process (default 1); a page "
+                         "waits for the pages whose cached models it reads")
     args = ap.parse_args(argv)
     import logging
 
@@ -217,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
     try:
+        if args.jobs < 1:
+            raise RunError(f"--jobs must be at least 1 (pages executed side by side), got {args.jobs}")
         executor = _executor_environment(args.cluster, args.gpus_per_job)
         names = profiles.notebooks() if args.notebooks == ["all"] else args.notebooks
         overrides = {k: _literal(v) for k, v in args.parameter}
@@ -239,9 +334,30 @@ def main(argv: list[str] | None = None) -> int:
         started, done = time.perf_counter(), []
         from paramstress.engine import workers
 
+        needs, _ = schedule_order([n for n, _, _ in plan], dict(zip([n for n, _, _ in plan], expected)),
+                                  {n: profiles.runs_after(n) for n, _, _ in plan})
+        order = []  # one after another: every page after the pages it reads from, else as given
+        while len(order) < len(plan):
+            order.append(next(p for p in plan if p not in order and needs[p[0]] <= {o[0] for o in order}))
+        expected = [expected[plan.index(p)] for p in order]
+        plan = order
+
         # the kernels inherit --cluster / --gpus-per-job; this process gets its environment back:
         # main called in a process (a test, a notebook) must not leave them for its later studies
         with workers.environment(executor):
+            if args.jobs > 1 and len(plan) > 1:
+                def argv_for(name: str, profile: str, target: Path) -> list[str]:
+                    extra = [x for k, v in args.parameter for x in ("-p", k, v)]
+                    return [sys.executable, "-m", "paramstress.book.runner", name, "--profile", profile,
+                            "--out", str(target.parent), *extra]
+
+                done, failed = _run_side_by_side(plan, expected, args.jobs, argv_for, started)
+                print((summary_table(done) if done else "") + f"\n(wall time of the whole run: {time.perf_counter() - started:.0f} s, "
+                      f"{args.jobs} pages at a time; a page's new cache files include those of pages "
+                      "running beside it)", flush=True)
+                if failed:
+                    raise RunError(f"{len(failed)} page(s) failed or were not started: {', '.join(failed)}")
+                return 0
             for i, (name, profile, target) in enumerate(plan, 1):
                 left = [e for e in expected[i - 1:] if e is not None]
                 estimate = (f"; the {len(expected) - i + 1} left took ~{sum(left) / 60:.0f} min in their committed runs"

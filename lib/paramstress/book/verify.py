@@ -2,6 +2,7 @@
 
     python -m paramstress.book.verify                      # every page published at `local`
     python -m paramstress.book.verify quickstart vulnerability --out /tmp/verify
+    python -m paramstress.book.verify --jobs 2                  # two pages at a time, as make book
     python -m paramstress.book.verify --compare-only /tmp/verify   # a folder already executed
 
 Each page published at ``local`` is executed by the runner at that profile into a scratch
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="scratch folder for the fresh runs (default: a new temporary one)")
     ap.add_argument("--compare-only", metavar="DIR", default=None,
                     help="execute nothing: compare the pages already executed in DIR")
+    ap.add_argument("--jobs", "-j", default=1, type=int,
+                    help="pages executed side by side (the runner's --jobs); the numbers do not depend on it")
     args = ap.parse_args(argv)
     everything = local_pages()
     pages = args.pages or everything
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
         fresh = Path(args.out or tempfile.mkdtemp(prefix="paramstress-verify."))
         started = time.perf_counter()
-        status = runner.main([*pages, "--profile", "local", "--out", str(fresh)])
+        status = runner.main([*pages, "--profile", "local", "--out", str(fresh), "--jobs", str(args.jobs)])
         print(f"executed {len(pages)} pages into {fresh} in {time.perf_counter() - started:.0f} s", flush=True)
         if status != 0:
             return 2
