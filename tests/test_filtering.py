@@ -388,3 +388,28 @@ def test_mode_cost_counts_the_fgsm_sets_and_leaves_the_model_as_it_was():
     assert fixed["relative"] == 1.0 and (cost["seconds"] > 0).all()
     with pytest.raises(ValueError, match="eps must be a positive"):
         FL.mode_cost(model, x, y, scopes=["block.conv1"], eps=0.0)
+
+
+def test_a_sweep_holds_conv_weights_channels_last_and_gives_them_back_as_they_were():
+    model = tiny()
+    x, y = data()
+    saved = state_bits(model)
+    convs = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1]  # layouts that differ
+    assert convs and all(p.is_contiguous() for p in convs)
+    seen = []
+    with FL.channels_last_on_cpu(model):
+        seen = [p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs]
+        with pytest.raises(RuntimeError, match="boom"):
+            with FL.channels_last_on_cpu(model):  # nested: already moved, left alone, nothing raised twice
+                raise RuntimeError("boom")
+    assert all(seen)
+    assert all(p.is_contiguous() for p in convs) and same_state(model, saved)
+    # the same sweep on a model held contiguous (the layout the context gives back) and on one
+    # that starts channels-last (left in that layout afterwards): the same numbers
+    table = FL.filter_sweep(model, x, y, T=4, eps=0.2, adversarial="regenerate", batch_size=16)
+    assert all(p.is_contiguous() for p in convs) and same_state(model, saved)
+    other = tiny().to(memory_format=torch.channels_last)
+    again = FL.filter_sweep(other, x, y, T=4, eps=0.2, adversarial="regenerate", batch_size=16)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in other.parameters() if p.dim() == 4)
+    cols = ["clean_accuracy", "adv_accuracy", "removed"]
+    assert (table[cols].to_numpy() == again[cols].to_numpy()).all()

@@ -92,6 +92,7 @@ __all__ = [
     "window",
     "removal",
     "filtered",
+    "channels_last_on_cpu",
     "filter_grid",
     "filter_sweep",
     "GraphSplit",
@@ -315,6 +316,30 @@ def _mask(p: torch.Tensor, win: Window) -> torch.Tensor:
 
 
 @contextlib.contextmanager
+def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
+    """Hold ``model``'s contiguous 4-D CPU parameters channels-last for the body of the ``with``.
+
+    oneDNN's convolutions run faster on channels-last weights: a regenerate-mode sweep of a
+    ResNet-18 on 28 × 28 inputs took 1.47× less time on one thread, with every accuracy of its
+    90 points unchanged (``benchmarks/README.md``). The parameter objects stay the same (only
+    their storage order changes, so masks and views taken inside the body apply to them); on
+    exit each is made contiguous again, a copy of the same values, also when the body raises.
+    Parameters on another device, or already in another layout, are left alone."""
+    moved = [p for p in model.parameters()
+             if p.dim() == 4 and p.device.type == "cpu" and p.is_contiguous() and p.numel() > 0
+             and not p.is_contiguous(memory_format=torch.channels_last)]
+    try:
+        with torch.no_grad():
+            for p in moved:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+        yield
+    finally:
+        with torch.no_grad():
+            for p in moved:
+                p.data = p.data.contiguous()
+
+
+@contextlib.contextmanager
 def filtered(scope: Scope, win: Window) -> Iterator[Removal]:
     """Apply ``win`` to every tensor of ``scope`` in place (filtered weights set to 0,
     Eq. 1's ``θ ⊙ m``) for the body of the ``with``; yields the :class:`Removal`.
@@ -522,7 +547,9 @@ def filter_sweep(
     clean_reference / adv_reference (the unfiltered model's), eps, adversarial.
     ``dedup`` and ``reuse_activations`` change the speed, never the numbers (see the
     module docstring). The frame's ``attrs["stats"]`` counts the evaluations done.
-    Weights, buffers and train/eval flags are as before afterwards.
+    Weights, buffers and train/eval flags are as before afterwards. On a CPU the model's
+    4-D (convolution) weights are held channels-last for the sweep
+    (:func:`channels_last_on_cpu`), which oneDNN convolves faster.
 
     Models that are not classifiers (:mod:`paramstress.api`): ``score(outputs, targets)``
     returns each example's score (shape ``(batch,)``, higher is better) or the batch's mean
@@ -728,7 +755,7 @@ def filter_sweep(
             adv = counts(model, batches(xa, y))[0]
         return {"clean": clean, "adv": adv}
 
-    with eval_mode(model):
+    with eval_mode(model), channels_last_on_cpu(model):
         try:
             table = S.sweep(points, apply, measure, csv_path, resume=resume, keys=[*tags, *_KEY_COLUMNS],
                             progress=progress, desc="filtering")
