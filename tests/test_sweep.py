@@ -576,3 +576,34 @@ def test_predict_is_the_argmax_of_evaluate_in_batches():
     assert evaluate(model, x, y, batch_size=3)["accuracy"] == 100.0 * int((pred == y).sum()) / 10
     with pytest.raises(ValueError, match="batch_size"):
         predict(model, x, batch_size=0)
+
+
+def test_evaluation_convolves_channels_last_copies_and_leaves_the_model_alone(trained: TinyNet,
+                                                                            data: ImageData) -> None:
+    seen = []
+    hook = trained.conv.register_forward_pre_hook(lambda mod, args: seen.append(mod.weight.stride()))
+    storage = {name: p.data_ptr() for name, p in trained.named_parameters()}
+    strides = {name: p.stride() for name, p in trained.named_parameters()}
+    before = _bits(trained)
+    res = S.evaluate(trained, data.test_x, data.test_y, batch_size=8, transform=data.normalize)
+    hook.remove()
+    # the convolution read a channels-last copy (canonical strides, also for one input channel) ...
+    assert seen and all(s == torch.empty(4, 1, 3, 3, memory_format=torch.channels_last).stride() for s in seen)
+    assert seen[0] != strides["conv.weight"]
+    # ... and the model kept its own storage, layout and bits
+    assert {n: p.data_ptr() for n, p in trained.named_parameters()} == storage
+    assert {n: p.stride() for n, p in trained.named_parameters()} == strides
+    assert _same_bits(before, _bits(trained))
+    trained.eval()
+    with torch.no_grad():
+        logits = trained(data.normalize(data.test_x))
+    assert res["accuracy"] == pytest.approx(100.0 * float((logits.argmax(1) == data.test_y).float().mean()))
+    assert res["loss"] == pytest.approx(float(F.cross_entropy(logits, data.test_y)), rel=1e-5)
+    # a weight changed in place before the call is what the copies hold
+    with torch.no_grad():
+        trained.conv.weight.zero_()
+        trained.conv.bias.zero_()
+    zeroed = S.predict(trained, data.test_x, transform=data.normalize)
+    with torch.no_grad():
+        expected = trained(data.normalize(data.test_x)).argmax(1)
+    assert torch.equal(zeroed, expected)

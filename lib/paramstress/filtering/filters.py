@@ -315,6 +315,10 @@ def _mask(p: torch.Tensor, win: Window) -> torch.Tensor:
     return (p >= lower) & (p <= upper)
 
 
+def _channels_last_strides(p: torch.Tensor) -> tuple[int, ...]:
+    return torch.empty_like(p, memory_format=torch.channels_last).stride()
+
+
 @contextlib.contextmanager
 def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
     """Hold ``model``'s contiguous 4-D CPU parameters channels-last for the body of the ``with``.
@@ -323,20 +327,21 @@ def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
     ResNet-18 on 28 × 28 inputs took 1.47× less time on one thread, with every accuracy of its
     90 points unchanged (``benchmarks/README.md``). The parameter objects stay the same (only
     their storage order changes, so masks and views taken inside the body apply to them); on
-    exit each is made contiguous again, a copy of the same values, also when the body raises.
-    Parameters on another device, or already in another layout, are left alone."""
-    moved = [p for p in model.parameters()
-             if p.dim() == 4 and p.device.type == "cpu" and p.is_contiguous() and p.numel() > 0
-             and not p.is_contiguous(memory_format=torch.channels_last)]
+    exit each gets its own storage back, holding the same values, also when the body raises.
+    Parameters on another device, or already channels-last, are left alone."""
+    moved = [(p, p.data) for p in model.parameters()
+             if p.dim() == 4 and p.device.type == "cpu" and p.numel() > 0 and p.is_contiguous()
+             and p.stride() != _channels_last_strides(p)]
     try:
         with torch.no_grad():
-            for p in moved:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
+            for p, _ in moved:  # canonical channels-last strides (see sweep.channels_last_forward)
+                p.data = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
         yield
     finally:
         with torch.no_grad():
-            for p in moved:
-                p.data = p.data.contiguous()
+            for p, original in moved:  # the same values back into the parameter's own storage
+                original.copy_(p.data)
+                p.data = original
 
 
 @contextlib.contextmanager
