@@ -227,7 +227,8 @@ def schedule_order(names: list[str], expected: dict[str, float | None],
 
 
 def _run_side_by_side(plan: list[tuple[str, str, Path]], expected: list[float | None], jobs: int,
-                      argv_for: Any, started: float, logs: Path | None = None) -> tuple[list[tuple[str, str, float, float | None, int]], list[str]]:
+                      argv_for: Any, started: float, logs: Path | None = None,
+                      given_order: bool = False) -> tuple[list[tuple[str, str, float, float | None, int]], list[str]]:
     """Execute ``plan`` in up to ``jobs`` runner processes at once (see the module docstring)."""
     import time as _time
 
@@ -235,6 +236,8 @@ def _run_side_by_side(plan: list[tuple[str, str, Path]], expected: list[float | 
     by_name = {name: (name, profile, target) for name, profile, target in plan}
     exp = dict(zip(names, expected))
     needs, priority = schedule_order(names, exp, {n: profiles.runs_after(n) for n in names})
+    if given_order:  # the caller's order (after the dependencies), e.g. when no committed run is cold
+        priority = {n: float(len(names) - i) for i, n in enumerate(names)}
     logs = Path(logs) if logs is not None else profiles.repo_root() / "runs" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, finished, failed = list(names), {}, set(), []
@@ -300,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(sets $PARAMSTRESS_RAY_CLUSTER)")
     ap.add_argument("--gpus-per-job", default=None, type=float,
                     help="GPU share each job reserves, e.g. 0.25 (sets $PARAMSTRESS_GPUS_PER_JOB)")
+    ap.add_argument("--order", choices=("chain", "given"), default="chain",
+                    help="with --jobs: start first the page with the longest chain of work after it, from "
+                         "the committed runs' wall times (chain, default), or the pages in the order named")
     ap.add_argument("--jobs", "-j", default=1, type=int,
                     help="pages executed side by side, each in its own process (default 1); a page "
                          "waits for the pages whose cached models it reads")
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                     return [sys.executable, "-m", "paramstress.book.runner", name, "--profile", profile,
                             "--out", str(target.parent), *extra]
 
-                done, failed = _run_side_by_side(plan, expected, args.jobs, argv_for, started)
+                done, failed = _run_side_by_side(plan, expected, args.jobs, argv_for, started,
+                                                 given_order=args.order == "given")
                 print((summary_table(done) if done else "") + f"\n(wall time of the whole run: {time.perf_counter() - started:.0f} s, "
                       f"{args.jobs} pages at a time; a page's new cache files include those of pages "
                       "running beside it)", flush=True)

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="execute nothing: compare the pages already executed in DIR")
     ap.add_argument("--jobs", "-j", default=1, type=int,
                     help="pages executed side by side (the runner's --jobs); the numbers do not depend on it")
+    ap.add_argument("--order", choices=("chain", "given"), default="chain",
+                    help="the runner's --order: which ready page starts first")
     args = ap.parse_args(argv)
     everything = local_pages()
     pages = args.pages or everything
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
         fresh = Path(args.out or tempfile.mkdtemp(prefix="paramstress-verify."))
         started = time.perf_counter()
-        status = runner.main([*pages, "--profile", "local", "--out", str(fresh), "--jobs", str(args.jobs)])
+        status = runner.main([*pages, "--profile", "local", "--out", str(fresh), "--jobs", str(args.jobs), "--order", args.order])
         print(f"executed {len(pages)} pages into {fresh} in {time.perf_counter() - started:.0f} s", flush=True)
         if status != 0:
             return 2
