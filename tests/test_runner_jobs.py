@@ -98,3 +98,16 @@ def test_the_ready_page_started_first_is_the_longest_chain_or_the_first_named(tm
                              time.perf_counter(), logs=tmp_path / "logs", given_order=given)
     started = sorted(names, key=lambda n: _times(tmp_path, n)[0])
     assert started == (list(names) if given else ["resistant_training", "vulnerability", "quickstart"])
+
+
+def test_the_nbval_copies_are_not_executed_side_by_side(capsys):
+    assert runner.main(["quickstart", "vulnerability", "--ci-copies", "--jobs", "2"]) == 2
+    assert "one after another, in nbval's order" in capsys.readouterr().err
+
+
+def test_one_job_at_a_time_runs_a_page_after_the_page_it_reads_from(monkeypatch, tmp_path, mirror):
+    ran = []
+    monkeypatch.setenv("PARAMSTRESS_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setattr(runner, "execute", lambda name, profile, overrides, target: ran.append(name) or 0.1)
+    assert runner.main(["text_vulnerability", "quickstart", "text_tasks", "--out", str(tmp_path)]) == 0
+    assert ran == ["quickstart", "text_tasks", "text_vulnerability"]

@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.jobs < 1:
             raise RunError(f"--jobs must be at least 1 (pages executed side by side), got {args.jobs}")
+        if args.jobs > 1 and args.ci_copies:
+            raise RunError("--ci-copies executes the nbval copies one after another, in nbval's order (each "
+                           "copy shows what a run in that order prints); drop --jobs")
         executor = _executor_environment(args.cluster, args.gpus_per_job)
         names = profiles.notebooks() if args.notebooks == ["all"] else args.notebooks
         overrides = {k: _literal(v) for k, v in args.parameter}
@@ -342,11 +345,13 @@ def main(argv: list[str] | None = None) -> int:
 
         needs, _ = schedule_order([n for n, _, _ in plan], dict(zip([n for n, _, _ in plan], expected)),
                                   {n: profiles.runs_after(n) for n, _, _ in plan})
-        order = []  # one after another: every page after the pages it reads from, else as given
-        while len(order) < len(plan):
-            order.append(next(p for p in plan if p not in order and needs[p[0]] <= {o[0] for o in order}))
-        expected = [expected[plan.index(p)] for p in order]
-        plan = order
+        if not args.ci_copies:  # the nbval copies keep nbval's (alphabetical) order: they must show
+            # what a run in that order prints (e.g. which page trains a shared model, which loads it)
+            order = []  # one after another: every page after the pages it reads from, else as given
+            while len(order) < len(plan):
+                order.append(next(p for p in plan if p not in order and needs[p[0]] <= {o[0] for o in order}))
+            expected = [expected[plan.index(p)] for p in order]
+            plan = order
 
         # the kernels inherit --cluster / --gpus-per-job; this process gets its environment back:
         # main called in a process (a test, a notebook) must not leave them for its later studies
