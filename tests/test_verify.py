@@ -87,3 +87,17 @@ def test_a_page_not_published_at_local_is_refused_before_anything_runs(tmp_path,
     monkeypatch.setattr(runner, "main", lambda argv: pytest.fail("a kernel was started"))
     assert V.main(["corruption", "--out", str(tmp_path)]) == 2
     assert "not published at local" in capsys.readouterr().err
+
+
+def test_wall_time_columns_are_left_out_of_the_csv_comparison(tmp_path):
+    copy_page("quickstart", tmp_path)
+    csv = tmp_path / "quickstart.history.csv"
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    assert "seconds" in frame.columns  # the epochs' wall times, different on every run that trains
+    frame.assign(seconds=frame["seconds"] + 1.5).to_csv(csv, index=False)
+    assert V.compare(["quickstart"], tmp_path) == []
+    frame.assign(seconds=frame["seconds"] + 1.5, train_loss=frame["train_loss"] + 1e-9).to_csv(csv, index=False)
+    [d] = V.compare(["quickstart"], tmp_path)
+    assert d.name == "quickstart.history.csv" and "train_loss" in d.published
