@@ -111,3 +111,22 @@ def test_one_job_at_a_time_runs_a_page_after_the_page_it_reads_from(monkeypatch,
     monkeypatch.setattr(runner, "execute", lambda name, profile, overrides, target: ran.append(name) or 0.1)
     assert runner.main(["text_vulnerability", "quickstart", "text_tasks", "--out", str(tmp_path)]) == 0
     assert ran == ["quickstart", "text_tasks", "text_vulnerability"]
+
+
+def test_make_books_run_hands_each_page_to_a_runner_that_writes_it_in_place(monkeypatch, mirror):
+    seen = {}
+
+    def fake(plan, expected, jobs, argv_for, started, logs=None, given_order=False):
+        seen.update(jobs=jobs, argv={name: argv_for(name, profile, target) for name, profile, target in plan})
+        return [(name, profile, 1.0, None, 0) for name, profile, _ in plan], []
+
+    monkeypatch.setattr(runner, "_run_side_by_side", fake)
+    assert runner.main(["all", "--published-only", "--jobs", "2"]) == 0  # what `make book` runs
+    from paramstress.book import verify
+
+    assert seen["jobs"] == 2 and sorted(seen["argv"]) == sorted(verify.local_pages())
+    argv = seen["argv"]["quickstart"]
+    assert argv[1:] == ["-m", "paramstress.book.runner", "quickstart", "--profile", "local",
+                        "--out", str(runner.book_dir().resolve())]
+    # the child, given that folder, writes the published page in place (and may: local is its profile)
+    assert runner.target_path("quickstart", "local", argv[-1], False) == (runner.book_dir() / "quickstart.ipynb").resolve()
