@@ -230,8 +230,6 @@ def _run_side_by_side(plan: list[tuple[str, str, Path]], expected: list[float | 
                       argv_for: Any, started: float, logs: Path | None = None,
                       given_order: bool = False) -> tuple[list[tuple[str, str, float, float | None, int]], list[str]]:
     """Execute ``plan`` in up to ``jobs`` runner processes at once (see the module docstring)."""
-    import time as _time
-
     names = [name for name, _, _ in plan]
     by_name = {name: (name, profile, target) for name, profile, target in plan}
     exp = dict(zip(names, expected))
@@ -243,14 +241,12 @@ def _run_side_by_side(plan: list[tuple[str, str, Path]], expected: list[float | 
     pending, running, finished, failed = list(names), {}, set(), []
     done = []
     while pending or running:
-        ready = sorted((n for n in pending if needs[n] <= finished), key=lambda n: -priority[n])
-        blocked = [n for n in pending if needs[n] & set(failed)]
-        for n in blocked:  # a page whose models come from a failed page is not started
+        for n in [n for n in pending if needs[n] & set(failed)]:  # its models come from a failed page
             pending.remove(n)
             failed.append(n)
             print(f"[{names.index(n) + 1}/{len(names)}] {n} not started: "
                   f"{', '.join(sorted(needs[n] & set(failed)))} failed", flush=True)
-        ready = [n for n in ready if n in pending]
+        ready = sorted((n for n in pending if needs[n] <= finished), key=lambda n: -priority[n])
         while ready and len(running) < jobs:
             n = ready.pop(0)
             pending.remove(n)
@@ -258,28 +254,28 @@ def _run_side_by_side(plan: list[tuple[str, str, Path]], expected: list[float | 
             log = logs / f"{name}.log"
             handle = log.open("w")
             proc = subprocess.Popen(argv_for(name, profile, target), stdout=handle, stderr=subprocess.STDOUT)
-            running[n] = (proc, handle, _time.perf_counter(), _cache_files())
+            running[n] = (proc, handle, time.perf_counter(), _cache_files())
             left = [exp[m] for m in pending if exp[m] is not None]
             print(f"[{names.index(n) + 1}/{len(names)}] {name} @ {profile} → {target} started "
-                  f"({_time.perf_counter() - started:.0f} s elapsed; log {log}; "
+                  f"({time.perf_counter() - started:.0f} s elapsed; log {log}; "
                   f"{len(running)} running, {len(pending)} waiting"
                   + (f", which took ~{sum(left) / 60:.0f} min in their committed runs)" if left else ")"),
                   flush=True)
         if not running:
             break
-        _time.sleep(0.5)
+        time.sleep(0.5)
         for n, (proc, handle, began, caches) in list(running.items()):
             if proc.poll() is None:
                 continue
             handle.close()
             del running[n]
-            seconds = _time.perf_counter() - began
+            seconds = time.perf_counter() - began
             name, profile, _ = by_name[n]
             if proc.returncode == 0:
                 finished.add(n)
                 done.append((name, profile, seconds, exp[n], len(_cache_files() - caches)))
                 print(f"[{names.index(n) + 1}/{len(names)}] {name} done in {seconds:.1f} s "
-                      f"({_time.perf_counter() - started:.0f} s elapsed)", flush=True)
+                      f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)
             else:
                 failed.append(n)
                 tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
@@ -343,16 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         started, done = time.perf_counter(), []
         from paramstress.engine import workers
 
-        needs, _ = schedule_order([n for n, _, _ in plan], dict(zip([n for n, _, _ in plan], expected)),
-                                  {n: profiles.runs_after(n) for n, _, _ in plan})
-        if not args.ci_copies:  # the nbval copies keep nbval's (alphabetical) order: they must show
-            # what a run in that order prints (e.g. which page trains a shared model, which loads it)
-            order = []  # one after another: every page after the pages it reads from, else as given
-            while len(order) < len(plan):
-                order.append(next(p for p in plan if p not in order and needs[p[0]] <= {o[0] for o in order}))
-            expected = [expected[plan.index(p)] for p in order]
-            plan = order
-
         # the kernels inherit --cluster / --gpus-per-job; this process gets its environment back:
         # main called in a process (a test, a notebook) must not leave them for its later studies
         with workers.environment(executor):
@@ -370,6 +356,15 @@ def main(argv: list[str] | None = None) -> int:
                 if failed:
                     raise RunError(f"{len(failed)} page(s) failed or were not started: {', '.join(failed)}")
                 return 0
+            if not args.ci_copies:  # the nbval copies keep nbval's (alphabetical) order: they must show
+                # what a run in that order prints (e.g. which page trains a shared model, which loads it)
+                names = [n for n, _, _ in plan]
+                needs, _ = schedule_order(names, dict(zip(names, expected)), {n: profiles.runs_after(n) for n in names})
+                order = []  # one after another: every page after the pages it reads from, else as given
+                while len(order) < len(plan):
+                    order.append(next(p for p in plan if p not in order and needs[p[0]] <= {o[0] for o in order}))
+                expected = [expected[plan.index(p)] for p in order]
+                plan = order
             for i, (name, profile, target) in enumerate(plan, 1):
                 left = [e for e in expected[i - 1:] if e is not None]
                 estimate = (f"; the {len(expected) - i + 1} left took ~{sum(left) / 60:.0f} min in their committed runs"

@@ -51,6 +51,8 @@ __all__ = [
     "predict",
     "evaluate_outcomes",
     "channels_last_forward",
+    "channels_last_weights",
+    "channels_last_copy",
     "sweep",
 ]
 
@@ -101,6 +103,22 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             mod.train(training)
 
 
+def channels_last_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``model``'s 4-D (convolution) CPU parameters not yet in canonical channels-last strides,
+    by name: what :func:`channels_last_forward` copies and
+    :func:`paramstress.filtering.channels_last_on_cpu` moves."""
+    return {name: p for name, p in model.named_parameters()
+            if p.dim() == 4 and p.device.type == "cpu" and p.numel() > 0
+            and p.stride() != channels_last_copy(p.detach()).stride()}
+
+
+def channels_last_copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy of 4-D ``t`` with canonical channels-last strides, also for one input channel (where
+    both layouts are "contiguous" and ``.contiguous(memory_format=...)`` would keep the NCHW
+    strides, which the convolution then reads as NCHW)."""
+    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+
+
 def channels_last_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
     """The forward pass :func:`evaluate` and :func:`predict` run: on a CPU, ``model`` called with
     channels-last copies of its 4-D (convolution) weights through
@@ -110,17 +128,13 @@ def channels_last_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
     model itself is not touched: its parameters keep their storage and layout, so weights
     corrupted or masked in place before the call are what the copies hold. The logits differ
     from the contiguous layout's in the last bits (another summation order), the same on
-    every run. Elsewhere (CUDA, no 4-D weights) it is ``model`` itself."""
-    params = dict(model.named_parameters())
-    moved = {name: p for name, p in params.items() if p.dim() == 4 and p.device.type == "cpu" and p.numel() > 0}
+    every run. Elsewhere (CUDA, no 4-D weights, all already channels-last) it is ``model`` itself."""
+    moved = channels_last_weights(model)
     if not moved:
         return model
     from torch.func import functional_call
 
-    # canonical channels-last strides also for one input channel (where both layouts are
-    # "contiguous" and .contiguous() would keep the NCHW strides the convolution reads as NCHW)
-    swapped = {**params, **{name: torch.empty_like(p, memory_format=torch.channels_last).copy_(p.detach())
-                            for name, p in moved.items()}}
+    swapped = {**dict(model.named_parameters()), **{name: channels_last_copy(p.detach()) for name, p in moved.items()}}
     return lambda *args: functional_call(model, swapped, args)
 
 

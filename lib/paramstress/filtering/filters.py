@@ -315,10 +315,6 @@ def _mask(p: torch.Tensor, win: Window) -> torch.Tensor:
     return (p >= lower) & (p <= upper)
 
 
-def _channels_last_strides(p: torch.Tensor) -> tuple[int, ...]:
-    return torch.empty_like(p, memory_format=torch.channels_last).stride()
-
-
 @contextlib.contextmanager
 def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
     """Hold ``model``'s contiguous 4-D CPU parameters channels-last for the body of the ``with``.
@@ -329,13 +325,11 @@ def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
     their storage order changes, so masks and views taken inside the body apply to them); on
     exit each gets its own storage back, holding the same values, also when the body raises.
     Parameters on another device, or already channels-last, are left alone."""
-    moved = [(p, p.data) for p in model.parameters()
-             if p.dim() == 4 and p.device.type == "cpu" and p.numel() > 0 and p.is_contiguous()
-             and p.stride() != _channels_last_strides(p)]
+    moved = [(p, p.data) for p in S.channels_last_weights(model).values() if p.is_contiguous()]
     try:
         with torch.no_grad():
-            for p, _ in moved:  # canonical channels-last strides (see sweep.channels_last_forward)
-                p.data = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
+            for p, _ in moved:
+                p.data = S.channels_last_copy(p.data)
         yield
     finally:
         with torch.no_grad():
