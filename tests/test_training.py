@@ -891,3 +891,57 @@ def test_a_checkpoint_trained_on_other_normalisation_is_refused(data: ImageData,
     del state["normalization"]
     torch.save(state, result.checkpoint_path)
     assert train(None, shifted, cfg, checkpoint_dir=tmp_path, progress=False).from_cache
+
+
+# ----------------------------------------------------------------------------- memory layout (CPU channels-last)
+def test_cpu_training_is_channels_last_and_recorded(data: ImageData, tmp_path: Path) -> None:
+    """A network with convolutions trains with channels-last weights and batches on the CPU
+    (oneDNN convolves them faster), its checkpoint and snapshots say so, and the model comes
+    back contiguous with the values it trained to."""
+    seen: list[bool] = []
+    model = models.build_model("small_cnn", CLASSES, 1, SIZE, seed=0)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)  # C = 1: both layouts
+    conv.register_forward_pre_hook(
+        lambda m, args: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)
+                                    and not m.weight.is_contiguous()))
+    cfg = tiny_config(epochs=1, keep_epochs=[1])
+    result = train(model, data, cfg, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert seen and all(seen[:-1])  # every training step (the last forward may be the evaluation)
+    assert all(p.is_contiguous() for p in result.model.parameters())
+    state = training.load_checkpoint(result.checkpoint_path)
+    assert state["layout"] == "channels_last" == training.checkpoint_layout(state)
+    snap = training.load_checkpoint(training.snapshot_path(cfg, data, 1, checkpoint_dir=tmp_path))
+    assert snap["layout"] == "channels_last"
+    # the same config without the layout trains other bits (the reason checkpoints record it)
+    plain = train(None, data, dataclasses.replace(cfg, channels_last=False, keep_epochs=()), device="cpu",
+                  checkpoint_dir=tmp_path, progress=False)
+    assert training.load_checkpoint(plain.checkpoint_path)["layout"] == "contiguous"
+    assert training.training_layout(plain.model, False) == "contiguous"
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    assert training.training_layout(mlp, True) == "contiguous"  # no convolution: nothing to lay out
+
+
+def test_a_checkpoint_of_another_layout_is_trained_again(data: ImageData, tmp_path: Path) -> None:
+    """A finished checkpoint written before the CPU trained channels-last (no ``layout``,
+    device cpu) is not loaded: the run trains again, with a warning, and rewrites it and its
+    snapshots; load_snapshot refuses such a snapshot with the fix."""
+    cfg = tiny_config(epochs=1, keep_epochs=[1])
+    first = train(None, data, cfg, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    snap_path = training.snapshot_path(cfg, data, 1, checkpoint_dir=tmp_path)
+    for path in (first.checkpoint_path, snap_path):  # as the code before wrote them
+        state = training.load_checkpoint(path)
+        del state["layout"]
+        training.atomic_save(state, path)
+    with pytest.raises(RuntimeError, match="trained with contiguous weights.*train.*again"):
+        training.load_snapshot(cfg, data, 1, checkpoint_dir=tmp_path)
+    with pytest.warns(UserWarning, match="trained with contiguous weights.*training it again"):
+        again = train(None, data, cfg, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert not again.from_cache and again.epochs_trained == 1
+    assert same_weights(again.model, first.model)  # the same code and layout: the same bits
+    assert training.load_checkpoint(again.checkpoint_path)["layout"] == "channels_last"
+    assert same_weights(training.load_snapshot(cfg, data, 1, checkpoint_dir=tmp_path), first.model)
+    # a checkpoint of the right layout is loaded, without a warning
+    import warnings as _w
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        assert train(None, data, cfg, device="cpu", checkpoint_dir=tmp_path, progress=False).from_cache
