@@ -317,6 +317,24 @@ def test_dedup_and_activation_reuse_change_no_number():
     pd.testing.assert_frame_equal(regen_fast, regen_slow)
 
 
+def test_regenerate_attacks_through_the_kept_head_exactly():
+    """Regenerate mode on local scopes: the clean score and FGSM come from one gradient pass of
+    the tail over the kept head graph, in several batches; every number equals the whole-model
+    path (full passes, fgsm on the whole network), and the model is restored."""
+    model = tiny()
+    model.train()
+    saved = state_bits(model)
+    scopes = ["conv1", "block.conv1", "block.conv2", "fc"]
+    fast = sweep(model, adversarial="regenerate", scopes=scopes, batch_size=7)
+    slow = sweep(model, adversarial="regenerate", scopes=scopes, batch_size=7, dedup=False, reuse_activations=False)
+    assert fast.attrs["stats"]["attack_split_layers"] == 4 and slow.attrs["stats"]["attack_split_layers"] == 0
+    pd.testing.assert_frame_equal(fast, slow)
+    assert same_state(model, saved) and model.training
+    assert all(p.requires_grad for p in model.parameters())
+    fixed = sweep(model, scopes=scopes)  # other modes keep the inference head
+    assert fixed.attrs["stats"]["attack_split_layers"] == 0 and fixed.attrs["stats"]["split_layers"] == 4
+
+
 def test_fixed_and_regenerated_adversarial_sets_differ_only_in_adv_accuracy():
     model = tiny()
     fixed = sweep(model, scopes=["block.conv1"])

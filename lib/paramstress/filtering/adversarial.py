@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "attack_loss",
+    "attack_mode",
     "fgsm",
     "adversarial_accuracy",
     "EpsilonChoice",
@@ -49,7 +51,7 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def _attack_mode(model: nn.Module) -> Iterator[None]:
+def attack_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter gradients for the body; both restored afterwards."""
     modes = [(mod, mod.training) for mod in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -63,6 +65,19 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
         for mod, training in modes:
             mod.train(training)
+
+
+def attack_loss(outputs: torch.Tensor, y: torch.Tensor,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The scalar loss whose input gradient's sign FGSM follows: the summed cross-entropy of
+    the logits, or ``loss_fn(outputs, y)`` (checked to be a scalar tensor)."""
+    if loss_fn is None:
+        return F.cross_entropy(outputs, y, reduction="sum")
+    loss = loss_fn(outputs, y)
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        raise ValueError("loss_fn must return a scalar tensor (the batch's mean or summed loss), got "
+                         f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}")
+    return loss
 
 
 def check_eps(eps: Any) -> float:
@@ -102,16 +117,10 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batc
     if torch.is_inference_mode_enabled():
         raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    with _attack_mode(model), torch.enable_grad():
+    with attack_mode(model), torch.enable_grad():
         for start in range(0, len(y), batch_size):
             xb = x[start:start + batch_size].detach().clone().requires_grad_(True)
-            if loss_fn is None:
-                loss = F.cross_entropy(model(xb), y[start:start + batch_size], reduction="sum")
-            else:
-                loss = loss_fn(model(xb), y[start:start + batch_size])
-                if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-                    raise ValueError("loss_fn must return a scalar tensor (the batch's mean or summed loss), got "
-                                     f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}")
+            loss = attack_loss(model(xb), y[start:start + batch_size], loss_fn)
             (grad,) = torch.autograd.grad(loss, xb)
             out[start:start + batch_size] = xb.detach() + eps * grad.sign()
     return out
@@ -120,7 +129,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batc
 def _predictions(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Predicted classes; -1 where the logits are not all finite (counted as wrong)."""
     preds = []
-    with _attack_mode(model), torch.inference_mode():
+    with attack_mode(model), torch.inference_mode():
         for start in range(0, len(x), batch_size):
             logits = model(x[start:start + batch_size])
             p = logits.argmax(dim=1)
@@ -263,7 +272,7 @@ def select_epsilon(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be > 0 (accuracy points), got {tol!r}")
-    with _attack_mode(model), torch.inference_mode():
+    with attack_mode(model), torch.inference_mode():
         num_classes = int(model(x[:1]).shape[1])
     chance = chance_level(num_classes)
     clean_pred = _predictions(model, x, batch_size)

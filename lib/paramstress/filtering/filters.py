@@ -56,6 +56,12 @@ makes it fast, all of it exact:
   split is checked against the whole model on one batch and dropped (full forward
   passes) if the logits differ, if the model cannot be traced, or if the cached
   frontier would exceed ``cache_bytes``;
+- *one pass for the clean score and the attack* (regenerate mode, local scopes, accuracy):
+  the head is run once per scope with gradients from the clean inputs (its graph kept), and
+  each threshold runs the tail once with gradients: its logits are the clean accuracy's
+  (bit-identical to an inference pass) and their loss's input gradient, through the tail and
+  the kept head graph, is FGSM's (bit-identical to :func:`paramstress.adversarial.fgsm`
+  on the whole model); only the adversarial examples then go through the whole network;
 - evaluation under ``torch.inference_mode`` in eval mode, whole batches sliced from
   tensors already on the device, no model copies.
 """
@@ -589,7 +595,8 @@ def filter_sweep(
     from paramstress.filtering import adversarial as A  # local import: adversarial imports this module's helpers
 
     state: dict[str, Any] = {"scope": None, "split": None, "traced": None, "trace_failed": False}
-    stats = {"points": len(points), "evaluations": 0, "reused_points": 0, "split_layers": 0, "full_layers": 0}
+    stats = {"points": len(points), "evaluations": 0, "reused_points": 0, "split_layers": 0, "full_layers": 0,
+             "attack_split_layers": 0}
     cache: dict[tuple[str, Any], dict[str, float]] = {}
     memo: dict[str, Any] = {}
 
@@ -670,6 +677,7 @@ def filter_sweep(
             split = _build_split(scope)
         state["scope"], state["split"] = scope, split
         stats["split_layers" if split is not None else "full_layers"] += 1
+        stats["attack_split_layers"] += int(split is not None and "attack" in split)
 
     def _build_split(scope: Scope) -> dict[str, Any] | None:
         if state["traced"] is None:
@@ -683,6 +691,8 @@ def filter_sweep(
         except ValueError:
             return None
         d = inputs()
+        if adversarial == "regenerate" and score is None:
+            return _build_attack_split(split, d)
         cached: list[tuple[tuple[torch.Tensor, ...], torch.Tensor]] = []
         size = 0
         with torch.inference_mode():
@@ -698,6 +708,41 @@ def filter_sweep(
             if not torch.equal(split.tail(*front), model(d["X"][:len(yb)])):
                 return None
         return {"split": split, "batches": cached}
+
+    def _build_attack_split(split: GraphSplit, d: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Regenerate mode: the head run once with gradients from each batch of clean
+        inputs (leaf tensors), its graph kept for every threshold's FGSM backward."""
+        cached: list[tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]] = []
+        size = 0
+        with A.attack_mode(model), torch.enable_grad():
+            for xb, yb in chunks(d["xn"], y):
+                leaf = xb.detach().clone().requires_grad_(True)
+                front = split.head(leaf)
+                front = tuple(front) if isinstance(front, (tuple, list)) else (front,)
+                # the kept graph holds about as much again as its frontier
+                size += 2 * sum(v.numel() * v.element_size() for v in front if isinstance(v, torch.Tensor))
+                if size > cache_bytes:
+                    return None
+                cached.append((leaf, front, yb))
+            leaf, front, yb = cached[0]
+            tail = split.tail(*front)
+        with torch.inference_mode():
+            if not torch.equal(tail.detach(), model(d["xn"][:len(yb)])):
+                return None
+        return {"split": split, "attack": cached}
+
+    def attack_through_split(split: dict[str, Any]) -> tuple[float, torch.Tensor]:
+        """The clean accuracy (%) and the FGSM examples of the filtered model from one
+        gradient pass of the tail per batch (see the module docstring)."""
+        correct, crafted = 0, []
+        with A.attack_mode(model), torch.enable_grad():
+            for leaf, front, yb in split["attack"]:
+                logits = split["split"].tail(*front)
+                correct += int(_correct(logits.detach(), yb).sum())
+                loss = A.attack_loss(logits, yb, loss_fn)
+                (grad,) = torch.autograd.grad(loss, leaf, retain_graph=True)
+                crafted.append(leaf.detach() + float(eps) * grad.sign())
+        return 100.0 * correct / len(y), torch.cat(crafted)
 
     current: dict[str, Any] = {}
 
@@ -745,6 +790,9 @@ def filter_sweep(
     def evaluate_filtered() -> dict[str, float | None]:
         d = inputs()
         split = state["split"]
+        if split is not None and "attack" in split:
+            clean, xa = attack_through_split(split)
+            return {"clean": clean, "adv": counts(model, batches(xa, y))[0]}
         if split is not None:
             clean, adv = counts(split["split"].tail, split["batches"])
         else:
