@@ -15,6 +15,7 @@ import torch
 from paramstress import filtering as FL
 from paramstress import fragility as FR
 from paramstress import selective as S
+from paramstress.filtering import adversarial as A
 from paramstress import training
 from paramstress.data import ImageData
 from paramstress.training import TrainConfig
@@ -252,6 +253,19 @@ def test_fgsm_curve_and_grid(data: ImageData):
     assert curve["accuracy"].iloc[-1] < curve["accuracy"].iloc[0]  # FGSM at a large ε hurts
     with pytest.raises(ValueError, match="eps"):
         S.fgsm_curve(model, x, data.test_y, [-0.1])
+    # one gradient for the whole curve: each point equals its own attack
+    for e, acc in zip(curve["eps"], curve["accuracy"]):
+        assert acc == A.adversarial_accuracy(model, x, data.test_y, e, batch_size=50)
+        xa = A.fgsm(model, x, data.test_y, e, batch_size=50)
+        assert torch.equal(xa, x + e * A.gradient_sign(model, x, data.test_y, batch_size=50))
+    calls = []
+    real = A.gradient_sign
+    try:
+        A.gradient_sign = lambda *a, **k: calls.append(1) or real(*a, **k)
+        S.fgsm_curve(model, x, data.test_y, [0.0, 0.5, 1.0, 2.0], batch_size=50)
+    finally:
+        A.gradient_sign = real
+    assert len(calls) == 1
 
 
 # ----------------------------------------------------------------------------- the seeds' rule

@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,9 @@ __all__ = [
     "attack_loss",
     "attack_mode",
     "fgsm",
+    "gradient_sign",
     "adversarial_accuracy",
+    "adversarial_accuracies",
     "EpsilonChoice",
     "TargetUnreachable",
     "chance_level",
@@ -116,13 +118,24 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batc
         raise ValueError(f"loss_fn must be a callable (outputs, targets) -> scalar loss, got {loss_fn!r}")
     if torch.is_inference_mode_enabled():
         raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
+    return x.detach() + eps * gradient_sign(model, x, y, batch_size=batch_size, loss_fn=loss_fn)
+
+
+def gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """``sign(∇ₓ loss)`` per example, the direction of :func:`fgsm` (which is
+    ``x + eps·gradient_sign(...)``): one gradient serves every ε of a curve. Same
+    conventions as :func:`fgsm`."""
+    check_xy(x, y, batch_size)
+    if torch.is_inference_mode_enabled():
+        raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with attack_mode(model), torch.enable_grad():
         for start in range(0, len(y), batch_size):
             xb = x[start:start + batch_size].detach().clone().requires_grad_(True)
             loss = attack_loss(model(xb), y[start:start + batch_size], loss_fn)
             (grad,) = torch.autograd.grad(loss, xb)
-            out[start:start + batch_size] = xb.detach() + eps * grad.sign()
+            out[start:start + batch_size] = grad.sign()
     return out
 
 
@@ -141,8 +154,18 @@ def _predictions(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Te
 def adversarial_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                          batch_size: int = 1000) -> float:
     """Accuracy (%) of ``model`` on ``fgsm(model, x, y, eps)`` (``eps = 0``: clean)."""
-    xa = fgsm(model, x, y, eps, batch_size=batch_size) if eps > 0 else x
-    return 100.0 * float((_predictions(model, xa, batch_size) == y).double().mean())
+    return adversarial_accuracies(model, x, y, [eps], batch_size=batch_size)[0]
+
+
+def adversarial_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], *,
+                           batch_size: int = 1000) -> list[float]:
+    """:func:`adversarial_accuracy` at each ε of ``eps_values``, from one gradient
+    (:func:`gradient_sign`, computed only if some ε > 0); the same numbers."""
+    values = [check_eps(e) for e in eps_values]
+    check_xy(x, y, batch_size)
+    sign = gradient_sign(model, x, y, batch_size=batch_size) if any(e > 0 for e in values) else None
+    return [100.0 * float((_predictions(model, x.detach() + e * sign if e > 0 else x, batch_size) == y)
+                          .double().mean()) for e in values]
 
 
 @dataclasses.dataclass

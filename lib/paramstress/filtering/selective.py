@@ -584,8 +584,8 @@ def fgsm_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: S
     if not values:
         raise ValueError("eps_values is empty: give the FGSM sizes, e.g. eps_grid(eps_max, 7)")
     A.check_xy(x, y, batch_size)
-    return pd.DataFrame([{"eps": e, "accuracy": A.adversarial_accuracy(model, x, y, e, batch_size=batch_size)}
-                         for e in values])
+    accuracies = A.adversarial_accuracies(model, x, y, values, batch_size=batch_size)  # one gradient for every ε
+    return pd.DataFrame([{"eps": e, "accuracy": a} for e, a in zip(values, accuracies)])
 
 
 # --------------------------------------------------------------------------- Fig. 12's verdict
