@@ -189,7 +189,21 @@ def test_layer_flatness_moves_one_layer_at_a_time():
     from paramstress import flatness as FT
 
     direct = FT.average_case_flatness(model, x, y, samples=3, batch_size=16, params=[("4.weight", model[4].weight)])
-    assert frame.loc[1, "average_flatness"] == pytest.approx(direct["flatness"])
+    assert frame.loc[1, "average_flatness"] == direct["flatness"]  # exactly: the shared base loss is the same number
+    worst = FT.worst_case_flatness(model, x, y, steps=3, batch_size=16, params=[("4.weight", model[4].weight)])
+    assert frame.loc[1, "worst_flatness"] == worst["flatness"]
+    # the unperturbed loss is evaluated once for all layers and both measures
+    import paramstress.corruption.flatness as FTmod
+    calls = []
+    real = FTmod.evaluate
+    try:
+        FTmod.evaluate = lambda *a, **k: calls.append(k.get("params")) or real(*a, **k)
+        G.layer_flatness(model, x, y, average_samples=3, worst_steps=3, batch_size=16)
+    finally:
+        FTmod.evaluate = real
+    assert len(calls) == 1 + 2 * 3 + 2 * 1  # base once; per layer 3 samples and the worst walk's last point
+    with pytest.raises(ValueError, match="base_loss"):
+        FT.average_case_flatness(model, x, y, samples=3, params=[("4.weight", model[4].weight)], base_loss="0.1")
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="measures"):

@@ -227,16 +227,19 @@ def layer_flatness(
     FT.check_count(average_samples, "average_samples")
     FT.check_count(worst_steps, "worst_steps", minimum=0)
     rows = []
+    base = None  # the unperturbed loss: the same for every layer, evaluated once
     for position, (name, named) in enumerate(groups.items()):
         row: dict[str, Any] = {"position": position, "layer": name, "k": C.subspace_size(named)}
         if "average" in measures:
             res = FT.average_case_flatness(model, x, y, xi=average_xi, samples=average_samples, seed=seed,
-                                           batch_size=batch_size, transform=transform, params=named)
+                                           batch_size=batch_size, transform=transform, params=named, base_loss=base)
+            base = res["loss"]
             row["loss"] = res["loss"]
             row["average_flatness"] = res["flatness"]
         if "worst" in measures:
             res = FT.worst_case_flatness(model, x, y, xi=worst_xi, steps=worst_steps, lr=worst_lr, seed=seed,
-                                         batch_size=batch_size, transform=transform, params=named)
+                                         batch_size=batch_size, transform=transform, params=named, base_loss=base)
+            base = res["loss"]
             row["loss"] = res["loss"]
             row["worst_flatness"] = res["flatness"]
         rows.append(row)

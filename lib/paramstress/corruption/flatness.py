@@ -145,6 +145,17 @@ def project_relative(nu: torch.Tensor, named: C.NamedParameters, xi: float) -> t
     return torch.cat(out)
 
 
+def _base_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, transform: Transform | None,
+               base_loss: float | None) -> float:
+    """The unperturbed model's loss on ``(x, y)``: ``base_loss`` when the caller already has
+    it (the same evaluation, e.g. once for every layer of a per-layer flatness), else evaluated."""
+    if base_loss is None:
+        return evaluate(model, x, y, batch_size=batch_size, transform=transform, metrics=["loss"])["loss"]
+    if isinstance(base_loss, bool) or not isinstance(base_loss, (int, float)):
+        raise ValueError(f"base_loss must be the unperturbed model's loss (a float) or None, got {base_loss!r}")
+    return float(base_loss)
+
+
 def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
@@ -161,19 +172,21 @@ def average_case_flatness(
     batch_size: int = 1024,
     transform: Transform | None = None,
     params: C.ParamsLike | None = None,
+    base_loss: float | None = None,
 ) -> dict[str, Any]:
     """Stutz et al.'s average-case flatness of the clean loss: ``mean_s L(w + ν_s) − L(w)``
     with ``ν_s`` uniform on each layer's relative sphere of radius ``ξ‖w_l‖``.
 
     ``params`` defaults to :func:`flatness_parameters` (normalisation layers excluded).
     Returns ``{"flatness", "loss", "perturbed_losses", "xi", "samples"}``; the weights
-    are bit-identical afterwards.
+    are bit-identical afterwards. ``base_loss``: the unperturbed loss, when the caller has it
+    (one evaluation fewer; the same number).
     """
     xi = check_xi(xi)
     samples = check_count(samples, "samples")
     _check_data(x, y)
     named = C.as_named_parameters(params) if params is not None else flatness_parameters(model)
-    base = evaluate(model, x, y, batch_size=batch_size, transform=transform, metrics=["loss"])["loss"]
+    base = _base_loss(model, x, y, batch_size, transform, base_loss)
     generator = torch.Generator().manual_seed(int(seed))
     device = named[0][1].device
     losses = []
@@ -222,6 +235,7 @@ def worst_case_flatness(
     batch_size: int = 1024,
     transform: Transform | None = None,
     params: C.ParamsLike | None = None,
+    base_loss: float | None = None,
 ) -> dict[str, Any]:
     """Stutz et al.'s worst-case flatness of the clean loss: ``max_{ν∈B_ξ(w)} L(w+ν) − L(w)``.
 
@@ -231,6 +245,7 @@ def worst_case_flatness(
     ``Π`` the projection onto ``‖ν_l‖ ≤ ξ‖w_l‖``). The result is the largest loss over
     the ``steps + 1`` iterates. Returns ``{"flatness", "loss", "worst_loss",
     "trajectory", "xi", "steps", "lr"}``; the weights are bit-identical afterwards.
+    ``base_loss`` as in :func:`average_case_flatness`.
     """
     xi = check_xi(xi)
     steps = check_count(steps, "steps", minimum=0)
@@ -238,7 +253,7 @@ def worst_case_flatness(
         raise ValueError(f"lr must be a positive finite number (the relative step size), got {lr!r}")
     _check_data(x, y)
     named = C.as_named_parameters(params) if params is not None else flatness_parameters(model)
-    base = evaluate(model, x, y, batch_size=batch_size, transform=transform, metrics=["loss"])["loss"]
+    base = _base_loss(model, x, y, batch_size, transform, base_loss)
     device = named[0][1].device
     generator = torch.Generator().manual_seed(int(seed))
     nu = relative_ball(named, xi, generator).to(device)
@@ -289,7 +304,7 @@ def flatness(
     avg = average_case_flatness(model, x, y, xi=average_xi, samples=average_samples, seed=seed,
                                 batch_size=batch_size, transform=transform)
     worst = worst_case_flatness(model, x, y, xi=worst_xi, steps=worst_steps, lr=worst_lr, seed=seed,
-                                batch_size=batch_size, transform=transform)
+                                batch_size=batch_size, transform=transform, base_loss=avg["loss"])
     return {"loss": avg["loss"], "average_flatness": avg["flatness"], "worst_flatness": worst["flatness"],
             "average_xi": average_xi, "average_samples": average_samples, "worst_xi": worst_xi,
             "worst_steps": worst_steps, "worst_lr": float(worst_lr),
