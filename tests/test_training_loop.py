@@ -285,7 +285,7 @@ def test_train_runs_through_the_loop(spy, tmp_path) -> None:
     assert spy == {"prepare": 2, "restore": 1, "run_epoch": 4, "save": 3}
     assert result.resumed_from_epoch == 2 and [r.epoch for r in result.history] == [1, 2, 3]
     state = training.load_checkpoint(result.checkpoint_path)
-    assert set(state) == LAYOUT | {"config_hash", "config", "data", "normalization", "layout"}
+    assert set(state) == LAYOUT | {"config_hash", "config", "data", "normalization"}
     assert training.train(None, data, cfg, checkpoint_dir=tmp_path, progress=False).from_cache
     assert spy["prepare"] == 2  # a finished checkpoint is loaded, no loop
 

@@ -7,13 +7,9 @@ moved there once, each epoch is a random permutation (drawn from a seeded
 ``torch.Generator``) sliced into batches by indexing, and the augmentation
 (random crop with zero padding, optional horizontal flip) runs on the device on the
 ``uint8`` batch before normalisation. There is no DataLoader. On CUDA the forward
-passes run under bf16 autocast; on the CPU everything is float32, and two runs with the
-same seed give bit-identical weights. On both, a network with convolutions trains with its
-weights and batches ``channels_last`` (``TrainConfig.channels_last``), which cuDNN and
-oneDNN convolve faster; every checkpoint records that layout, and a checkpoint trained in
-another layout (one from before the CPU used it) is trained again rather than loaded, since
-its weights differ in the last bits from what this code computes. The model :func:`train`
-returns on the CPU is contiguous again (same values).
+passes run under bf16 autocast and the model and batches are ``channels_last``;
+on the CPU everything is float32, and two runs with the same seed give
+bit-identical weights.
 
 Checkpoints are cached by :func:`config_hash` (the config plus the identity of
 the dataset) as ``<checkpoint_dir>/<hash>.pt``, written atomically after every
@@ -119,8 +115,7 @@ import json
 import math
 import os
 import time
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
@@ -163,8 +158,6 @@ __all__ = [
     "seeded_generator",
     "snapshot_path",
     "train",
-    "training_layout",
-    "checkpoint_layout",
     "train_many",
     "train_in_workers",
     "pretrained_result",
@@ -346,8 +339,8 @@ class TrainConfig:
     the batch order, the augmentation and the global RNG during training.
     ``objective`` names a registered :class:`Objective`, built with
     ``objective_params`` (JSON-serialisable). On CUDA, ``amp`` runs forward passes
-    under bf16 autocast (ignored on the CPU); ``channels_last`` trains a network with
-    convolutions in that memory format on any device (see the module docstring).
+    under bf16 autocast and ``channels_last`` uses that memory format; both are
+    ignored on the CPU.
 
     ``keep_epochs`` (epochs after which a snapshot is kept, 0 = initialisation),
     ``frozen`` (parameter-name prefixes that are not trained) and ``init_from``
@@ -939,12 +932,6 @@ def load_snapshot(
     state = _read_snapshot(path, config_hash(cfg, data), epoch, fix, device, data)
     channels, height, _ = data.image_shape
     model = models.build_model(cfg.model, data.num_classes, channels, height, seed=cfg.seed)
-    if checkpoint_layout(state) != training_layout(model, cfg.channels_last):
-        raise RuntimeError(
-            f"snapshot {path} was trained with {checkpoint_layout(state)} weights, this code trains "
-            f"{cfg.model} {training_layout(model, cfg.channels_last)}: run training.train(None, data, cfg, "
-            f"checkpoint_dir={str(path.parent)!r}) again (it trains the run in this layout and rewrites its snapshots)"
-        )
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
@@ -1354,8 +1341,7 @@ def train(
 
     device = torch.device(device) if device is not None else _default_device()
     cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    layout = training_layout(model, cfg.channels_last)
+    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
     if init_state is not None:
         model.load_state_dict(init_state["model"])
     model.to(device=device, memory_format=memory_format)
@@ -1364,15 +1350,10 @@ def train(
 
     with torch.random.fork_rng(devices=rng_devices):  # the caller's global RNG is left untouched
         state = read_checkpoint(path, key, map_location=device)
-        if state is not None and checkpoint_layout(state) != layout:
-            warnings.warn(f"{path} was trained with {checkpoint_layout(state)} weights, this code trains "
-                          f"{cfg.model} {layout}: training it again (its weights would differ in the last bits)",
-                          stacklevel=2)
-            state = None
         if state is not None:
             _check_normalization(state, data, path)
             if state["finished"]:
-                return _contiguous_on_cpu(_cached_result(model, cfg, key, path, state, folder), device)
+                return _cached_result(model, cfg, key, path, state, folder)
         named = dict(model.named_parameters())
         loop = TrainingLoop.prepare(
             model, cfg, total_steps=total_steps, objective=objective,
@@ -1393,7 +1374,6 @@ def train(
             "config": cfg.to_dict(),
             "data": json.loads(json.dumps(data.provenance(), default=str)),
             "normalization": _normalization(data),
-            "layout": layout,
         }
 
         def accuracy() -> float:
@@ -1442,39 +1422,11 @@ def train(
 
     model.eval()
     history = [EpochStats(**row) for row in loop.history]
-    return _contiguous_on_cpu(TrainResult(
+    return TrainResult(
         model, cfg, history, history[-1].test_accuracy, key, path,
         epochs_trained=cfg.epochs - start_epoch, resumed_from_epoch=start_epoch, from_cache=False,
         snapshots=_snapshots_written(folder, key, cfg.keep_epochs),
-    ), device)
-
-
-def training_layout(model: nn.Module, channels_last: bool) -> str:
-    """The memory layout :func:`train` trains ``model`` in: ``"channels_last"`` for a
-    network with 4-D (convolution) weights when ``TrainConfig.channels_last`` is set, else
-    ``"contiguous"`` (a network without convolutions computes the same either way)."""
-    has_conv = any(p.dim() == 4 for p in model.parameters())
-    return "channels_last" if channels_last and has_conv else "contiguous"
-
-
-def checkpoint_layout(state: Mapping[str, Any]) -> str:
-    """The layout a checkpoint or snapshot was trained in: its ``layout`` entry, or for
-    one written before checkpoints recorded it, what that code did (channels-last only on
-    CUDA, with ``channels_last`` set and 4-D weights in the state)."""
-    if "layout" in state:
-        return str(state["layout"])
-    config = state.get("config") or {}
-    has_conv = any(getattr(v, "dim", lambda: 0)() == 4 for v in (state.get("model") or {}).values())
-    cuda = str(state.get("device", "cpu")).startswith("cuda")
-    return "channels_last" if cuda and config.get("channels_last", True) and has_conv else "contiguous"
-
-
-def _contiguous_on_cpu(result: TrainResult, device: torch.device) -> TrainResult:
-    """On the CPU, give the trained model back in the default layout (the values are
-    unchanged), as every CPU caller (sweeps, corruption, filtering) expects."""
-    if device.type == "cpu":
-        result.model.to(memory_format=torch.contiguous_format)
-    return result
+    )
 
 
 def _cached_result(model: nn.Module, cfg: TrainConfig, key: str, path: Path, state: dict[str, Any],
