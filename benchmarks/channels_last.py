@@ -32,45 +32,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
+
+from _helpers import best_of, bits, trained
 
 from paramstress import data
-from paramstress.engine import models, sweep
+from paramstress.engine import sweep
 from paramstress.filtering import filters
-
-
-def trained(name: str, ds, steps: int, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = models.build_model(name, num_classes=ds.num_classes, in_channels=ds.image_shape[0],
-                               image_size=ds.image_shape[1])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(ds.train_y), (64,), generator=g)
-        opt.zero_grad()
-        F.cross_entropy(model(ds.normalize(ds.train_x[idx])), ds.train_y[idx]).backward()
-        opt.step()
-    return model.eval()
-
-
-def bits(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().contiguous().view(torch.uint8) for k, v in model.state_dict().items()
-            if v.is_floating_point()}
-
-
-def best_of(fns: dict[str, callable], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
-    times = {k: float("inf") for k in fns}
-    out = {}
-    for r in range(repeats):
-        for k in (list(fns) if r % 2 == 0 else list(reversed(fns))):
-            started = time.perf_counter()
-            out[k] = fns[k]()
-            times[k] = min(times[k], time.perf_counter() - started)
-    return times, out
 
 
 def main() -> int:
