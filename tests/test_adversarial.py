@@ -67,6 +67,12 @@ def test_fgsm_validates_before_compute():
     with pytest.raises(ValueError, match="inference_mode"):
         with torch.inference_mode():
             A.fgsm(model, x, y, 0.1)
+    for attack in (lambda **k: A.fgsm(model, x, y, 0.1, **k), lambda **k: A.gradient_sign(model, x, y, **k)):
+        with pytest.raises(ValueError, match="loss_fn must be a callable"):
+            attack(loss_fn="mse")
+        with pytest.raises(ValueError, match="inference_mode"):
+            with torch.inference_mode():
+                attack()
 
 
 def threshold_problem():

@@ -113,11 +113,6 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batc
     summed cross-entropy of the logits, as before.
     """
     eps = check_eps(eps)
-    check_xy(x, y, batch_size)
-    if loss_fn is not None and not callable(loss_fn):
-        raise ValueError(f"loss_fn must be a callable (outputs, targets) -> scalar loss, got {loss_fn!r}")
-    if torch.is_inference_mode_enabled():
-        raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
     return x.detach() + eps * gradient_sign(model, x, y, batch_size=batch_size, loss_fn=loss_fn)
 
 
@@ -125,8 +120,10 @@ def gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_s
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """``sign(∇ₓ loss)`` per example, the direction of :func:`fgsm` (which is
     ``x + eps·gradient_sign(...)``): one gradient serves every ε of a curve. Same
-    conventions as :func:`fgsm`."""
+    conventions and checks as :func:`fgsm` (all before any pass)."""
     check_xy(x, y, batch_size)
+    if loss_fn is not None and not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a callable (outputs, targets) -> scalar loss, got {loss_fn!r}")
     if torch.is_inference_mode_enabled():
         raise ValueError("fgsm needs gradients: call it outside torch.inference_mode()")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)

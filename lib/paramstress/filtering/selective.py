@@ -583,8 +583,7 @@ def fgsm_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: S
     values = [A.check_eps(e) for e in eps_values]
     if not values:
         raise ValueError("eps_values is empty: give the FGSM sizes, e.g. eps_grid(eps_max, 7)")
-    A.check_xy(x, y, batch_size)
-    accuracies = A.adversarial_accuracies(model, x, y, values, batch_size=batch_size)  # one gradient for every ε
+    accuracies = A.adversarial_accuracies(model, x, y, values, batch_size=batch_size)  # checks x, y; one gradient
     return pd.DataFrame([{"eps": e, "accuracy": a} for e, a in zip(values, accuracies)])
 
 
