@@ -80,7 +80,7 @@ REPRO := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX
 # rising to at most 32 MiB) with a fresh mmap and gives freed memory back at once, so each
 # training step page-faults its activations and gradients in again. Here nothing is mmap'd
 # and up to 1 GiB of freed heap is kept: the De-En and PTB-Parsing epochs take ~25 % less
-# time, the image models 2-5 % less, with bit-identical weights (benchmarks/allocator.py).
+# time, the image models 0-5 % less, with bit-identical weights (benchmarks/allocator.py).
 # torch aligns every tensor to 64 bytes whichever way the memory came, so the kernels see
 # the same layout. Other C libraries ignore these variables.
 ALLOC := MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=268435456

@@ -54,11 +54,13 @@ def alloc_settings() -> dict[str, str]:
 
 
 def digest(model) -> str:
+    """A hash of :func:`_helpers.bits` (the weights' bytes), comparable across processes."""
+    from _helpers import bits
+
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        if v.is_floating_point():
-            h.update(k.encode())
-            h.update(v.detach().contiguous().cpu().view(-1).view(__import__("torch").uint8).numpy().tobytes())
+    for k, v in sorted(bits(model).items()):
+        h.update(k.encode())
+        h.update(v.cpu().reshape(-1).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -123,6 +125,8 @@ def main() -> int:
     repeats = 1 if args.quick else args.repeats
     rows, failed = [], False
     for w in args.workloads:
+        # not _helpers.best_of: it would time the whole child process (start, imports, data);
+        # what counts here is the training time each child reports
         best = {"glibc defaults": float("inf"), "ALLOC": float("inf")}
         digests = set()
         for r in range(repeats):
